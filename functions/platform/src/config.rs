@@ -1,0 +1,239 @@
+//! Typed settings, read once at start-up from environment variables.
+//!
+//! Each binary composes the sections it needs (a job that never touches
+//! DynamoDB does not require its variables). A missing or malformed variable
+//! fails start-up with an error that names it.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("environment variable {name} is not set ({hint})")]
+    Missing { name: &'static str, hint: &'static str },
+    #[error("environment variable {name} is malformed: {reason}")]
+    Malformed { name: &'static str, reason: String },
+}
+
+/// Where settings come from: the process environment in production, a map
+/// in tests (mutating the process environment is unsound with threads).
+pub struct Env {
+    lookup: Box<dyn Fn(&str) -> Option<String> + Send + Sync>,
+}
+
+impl Env {
+    pub fn process() -> Self {
+        Self { lookup: Box::new(|name| std::env::var(name).ok()) }
+    }
+
+    pub fn from_map(map: HashMap<String, String>) -> Self {
+        Self { lookup: Box::new(move |name| map.get(name).cloned()) }
+    }
+
+    /// The raw value; empty strings count as unset.
+    pub fn get(&self, name: &str) -> Option<String> {
+        (self.lookup)(name).filter(|v| !v.trim().is_empty())
+    }
+
+    pub fn required(&self, name: &'static str, hint: &'static str) -> Result<String, ConfigError> {
+        self.get(name).ok_or(ConfigError::Missing { name, hint })
+    }
+
+    pub fn parsed_or<T>(&self, name: &'static str, default: T) -> Result<T, ConfigError>
+    where
+        T: FromStr,
+        T::Err: fmt::Display,
+    {
+        match self.get(name) {
+            None => Ok(default),
+            Some(raw) => raw.trim().parse().map_err(|e: T::Err| ConfigError::Malformed { name, reason: e.to_string() }),
+        }
+    }
+
+    pub fn flag_or(&self, name: &'static str, default: bool) -> Result<bool, ConfigError> {
+        match self.get(name).map(|v| v.trim().to_ascii_lowercase()) {
+            None => Ok(default),
+            Some(v) if ["1", "true", "yes", "on"].contains(&v.as_str()) => Ok(true),
+            Some(v) if ["0", "false", "no", "off"].contains(&v.as_str()) => Ok(false),
+            Some(v) => Err(ConfigError::Malformed { name, reason: format!("{v:?} is not a boolean (true/false)") }),
+        }
+    }
+
+    pub fn seconds_or(&self, name: &'static str, default: Duration) -> Result<Duration, ConfigError> {
+        let secs: f64 = self.parsed_or(name, default.as_secs_f64())?;
+        Duration::try_from_secs_f64(secs).map_err(|e| ConfigError::Malformed { name, reason: e.to_string() })
+    }
+}
+
+/// A secret that must not end up in logs.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// PostgreSQL (Amazon RDS): the system of record.
+#[derive(Clone, Debug)]
+pub struct PostgresSettings {
+    /// `postgres://user:password@host:port/db?sslmode=...`
+    pub url: Secret,
+    pub max_connections: u32,
+    pub connect_timeout: Duration,
+}
+
+impl PostgresSettings {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let url = env.required("DATABASE_URL", "postgres://user:password@host:5432/database")?;
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(ConfigError::Malformed {
+                name: "DATABASE_URL",
+                reason: "must start with postgres:// or postgresql://".into(),
+            });
+        }
+        let max_connections = env.parsed_or("DATABASE_MAX_CONNECTIONS", 5u32)?;
+        if max_connections == 0 {
+            return Err(ConfigError::Malformed { name: "DATABASE_MAX_CONNECTIONS", reason: "must be at least 1".into() });
+        }
+        Ok(Self {
+            url: Secret::new(url),
+            max_connections,
+            connect_timeout: env.seconds_or("DATABASE_CONNECT_TIMEOUT_SECS", Duration::from_secs(5))?,
+        })
+    }
+}
+
+/// S3: the images bucket.
+#[derive(Clone, Debug)]
+pub struct S3Settings {
+    pub images_bucket: String,
+    /// Path-style addressing (`endpoint/bucket/key`), which S3-compatible
+    /// servers need; AWS itself uses virtual-hosted style.
+    pub force_path_style: bool,
+}
+
+impl S3Settings {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let images_bucket = env.required("IMAGES_BUCKET", "name of the S3 bucket holding uploaded images")?;
+        validate_bucket_name("IMAGES_BUCKET", &images_bucket)?;
+        Ok(Self { images_bucket, force_path_style: env.flag_or("S3_FORCE_PATH_STYLE", false)? })
+    }
+}
+
+/// S3's bucket naming rules (the subset that matters for a typo).
+fn validate_bucket_name(name: &'static str, bucket: &str) -> Result<(), ConfigError> {
+    let ok_chars = bucket.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    let ok_ends = bucket.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && bucket.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric());
+    if (3..=63).contains(&bucket.len()) && ok_chars && ok_ends {
+        Ok(())
+    } else {
+        Err(ConfigError::Malformed {
+            name,
+            reason: format!("{bucket:?} is not a valid bucket name (3-63 of a-z 0-9 . -)"),
+        })
+    }
+}
+
+/// DynamoDB: hot copy of results and the result cache.
+#[derive(Clone, Debug)]
+pub struct DynamoSettings {
+    pub results_table: String,
+}
+
+impl DynamoSettings {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let results_table = env.required("RESULTS_TABLE", "name of the DynamoDB results table")?;
+        let ok = (3..=255).contains(&results_table.len())
+            && results_table.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
+        if !ok {
+            return Err(ConfigError::Malformed {
+                name: "RESULTS_TABLE",
+                reason: format!("{results_table:?} is not a valid table name (3-255 of A-Z a-z 0-9 _ - .)"),
+            });
+        }
+        Ok(Self { results_table })
+    }
+}
+
+/// DocumentDB (MongoDB wire protocol): the warehouse.
+#[derive(Clone, Debug)]
+pub struct DocumentDbSettings {
+    /// `mongodb://user:password@host:27017/?tls=true&...`
+    pub uri: Secret,
+    pub database: String,
+}
+
+impl DocumentDbSettings {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let uri = env.required("DOCUMENTDB_URI", "mongodb://user:password@host:27017/?tls=true")?;
+        if !(uri.starts_with("mongodb://") || uri.starts_with("mongodb+srv://")) {
+            return Err(ConfigError::Malformed { name: "DOCUMENTDB_URI", reason: "must start with mongodb://".into() });
+        }
+        let database = env.get("DOCUMENTDB_DATABASE").unwrap_or_else(|| "cxr_warehouse".into());
+        if database.is_empty() || database.len() > 63 || database.contains(['/', '\\', '.', ' ', '"', '$']) {
+            return Err(ConfigError::Malformed {
+                name: "DOCUMENTDB_DATABASE",
+                reason: format!("{database:?} is not a valid database name"),
+            });
+        }
+        Ok(Self { uri: Secret::new(uri), database })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Env {
+        Env::from_map(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    }
+
+    #[test]
+    fn missing_variables_are_named() {
+        let err = PostgresSettings::from_env(&env(&[])).unwrap_err();
+        assert!(matches!(err, ConfigError::Missing { name: "DATABASE_URL", .. }));
+        assert!(err.to_string().contains("DATABASE_URL"));
+        let err = S3Settings::from_env(&env(&[("IMAGES_BUCKET", "  ")])).unwrap_err();
+        assert!(matches!(err, ConfigError::Missing { name: "IMAGES_BUCKET", .. }));
+    }
+
+    #[test]
+    fn malformed_variables_are_named() {
+        let e = env(&[("DATABASE_URL", "postgres://x@y/z"), ("DATABASE_MAX_CONNECTIONS", "many")]);
+        let err = PostgresSettings::from_env(&e).unwrap_err();
+        assert!(matches!(err, ConfigError::Malformed { name: "DATABASE_MAX_CONNECTIONS", .. }), "{err}");
+        let err = S3Settings::from_env(&env(&[("IMAGES_BUCKET", "My_Bucket")])).unwrap_err();
+        assert!(matches!(err, ConfigError::Malformed { name: "IMAGES_BUCKET", .. }));
+        let e = env(&[("IMAGES_BUCKET", "images"), ("S3_FORCE_PATH_STYLE", "perhaps")]);
+        assert!(matches!(S3Settings::from_env(&e), Err(ConfigError::Malformed { name: "S3_FORCE_PATH_STYLE", .. })));
+        let e = env(&[("DATABASE_URL", "postgres://x@y/z"), ("DATABASE_CONNECT_TIMEOUT_SECS", "-1")]);
+        assert!(matches!(
+            PostgresSettings::from_env(&e),
+            Err(ConfigError::Malformed { name: "DATABASE_CONNECT_TIMEOUT_SECS", .. })
+        ));
+    }
+
+    #[test]
+    fn defaults_apply_and_secrets_stay_out_of_debug_output() {
+        let s = PostgresSettings::from_env(&env(&[("DATABASE_URL", "postgres://u:hunter2@h/db")])).expect("valid");
+        assert_eq!(s.max_connections, 5);
+        assert_eq!(s.connect_timeout, Duration::from_secs(5));
+        assert!(!format!("{s:?}").contains("hunter2"));
+        let d = DocumentDbSettings::from_env(&env(&[("DOCUMENTDB_URI", "mongodb://h:1")])).expect("valid");
+        assert_eq!(d.database, "cxr_warehouse");
+    }
+}

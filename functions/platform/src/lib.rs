@@ -1,0 +1,18 @@
+//! Shared library of the chest X-ray platform's Lambda functions.
+//!
+//! - [`config`]: typed settings, read once from the environment.
+//! - [`telemetry`]: the one `tracing` set-up (JSON inside Lambda).
+//! - [`domain`]: types that validate on construction (owners, studies,
+//!   boxes, label sets, digests).
+//! - [`storage`]: adapters for the data lake and its satellites: S3
+//!   (images), PostgreSQL on RDS (system of record), DynamoDB (hot results)
+//!   and DocumentDB (warehouse).
+
+pub mod aws;
+pub mod config;
+pub mod domain;
+pub mod storage;
+pub mod telemetry;
+
+#[cfg(feature = "testing")]
+pub mod testing;

@@ -1,0 +1,434 @@
+//! Studies and everything recorded about them: image facts, inference runs
+//! with their findings, and radiologist annotations.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sqlx::{Postgres, Row, Transaction};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{Database, DbError};
+use crate::domain::{MediaType, Owner, PixelBox, Sha256Digest, StudyId, StudyStatus};
+
+/// A study as stored.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct StudyRecord {
+    /// Database row id: for joins and jobs, never shown to API callers.
+    #[serde(skip)]
+    pub row_id: i64,
+    pub id: StudyId,
+    pub owner: Owner,
+    pub status: StudyStatus,
+    pub s3_bucket: String,
+    pub s3_key: String,
+    pub media_type: MediaType,
+    pub byte_size: Option<u64>,
+    pub sha256: Option<Sha256Digest>,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub bit_depth: Option<u8>,
+    pub modality: Option<String>,
+    pub dicom: Option<serde_json::Value>,
+    pub failure: Option<String>,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+/// What a caller asks for when creating a study.
+#[derive(Clone, Debug)]
+pub struct NewStudy {
+    pub owner: Owner,
+    pub s3_bucket: String,
+    pub media_type: MediaType,
+}
+
+/// What reading the uploaded object told us.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ImageFacts {
+    pub byte_size: u64,
+    pub sha256: Sha256Digest,
+    pub width: u32,
+    pub height: u32,
+    pub bit_depth: u8,
+    pub modality: Option<String>,
+    /// De-identified DICOM attributes (a JSON object), for DICOM uploads.
+    pub dicom: Option<serde_json::Value>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FindingSource {
+    /// Output of the model's head (probability; a box if the model has one).
+    Model,
+    /// A box derived from a class activation map.
+    Cam,
+}
+
+impl FindingSource {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Model => "model",
+            Self::Cam => "cam",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewFinding {
+    pub label: String,
+    probability: f32,
+    pub bbox: Option<PixelBox>,
+    pub source: FindingSource,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("probability {0} is not between 0 and 1")]
+pub struct InvalidProbability(pub f32);
+
+impl NewFinding {
+    pub fn new(
+        label: impl Into<String>,
+        probability: f32,
+        bbox: Option<PixelBox>,
+        source: FindingSource,
+    ) -> Result<Self, InvalidProbability> {
+        if !(0.0..=1.0).contains(&probability) {
+            return Err(InvalidProbability(probability));
+        }
+        Ok(Self { label: label.into(), probability, bbox, source })
+    }
+
+    pub fn probability(&self) -> f32 {
+        self.probability
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NewInferenceRun {
+    pub model_name: String,
+    pub model_version: String,
+    pub thresholds: BTreeMap<String, f32>,
+    pub timings_ms: BTreeMap<String, f64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct InferenceRunRecord {
+    pub id: i64,
+    pub model_name: String,
+    pub model_version: String,
+    pub thresholds: BTreeMap<String, f32>,
+    pub timings_ms: BTreeMap<String, f64>,
+    pub created_at: OffsetDateTime,
+    pub findings: Vec<FindingRecord>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FindingRecord {
+    pub label: String,
+    pub probability: f32,
+    pub bbox: Option<PixelBox>,
+    pub source: FindingSource,
+}
+
+#[derive(Clone, Debug)]
+pub struct NewAnnotation {
+    pub label_set: String,
+    pub label: String,
+    pub bbox: Option<PixelBox>,
+    pub author: Owner,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AnnotationRecord {
+    pub id: i64,
+    pub label_set: String,
+    pub label: String,
+    pub bbox: Option<PixelBox>,
+    pub author: Owner,
+    pub created_at: OffsetDateTime,
+}
+
+const STUDY_COLUMNS: &str = "id, public_id, owner, status, s3_bucket, s3_key, media_type, byte_size, sha256, \
+     width, height, bit_depth, modality, dicom, failure, created_at, updated_at";
+
+fn study_from_row(row: &sqlx::postgres::PgRow) -> Result<StudyRecord, DbError> {
+    // Values were validated on the way in and by CHECK constraints; a value
+    // that fails here means the table was changed outside this code.
+    let corrupt = |column: &str, e: &dyn std::fmt::Display| DbError::Other(format!("studies.{column}: {e}"));
+    let media_type: String = row.try_get("media_type")?;
+    let sha256: Option<String> = row.try_get("sha256")?;
+    let to_u32 = |v: Option<i32>, c: &str| v.map(|n| u32::try_from(n).map_err(|e| corrupt(c, &e))).transpose();
+    Ok(StudyRecord {
+        row_id: row.try_get("id")?,
+        id: StudyId::from_uuid(row.try_get::<Uuid, _>("public_id")?),
+        owner: Owner::new(row.try_get::<String, _>("owner")?).map_err(|e| corrupt("owner", &e))?,
+        status: row.try_get("status")?,
+        s3_bucket: row.try_get("s3_bucket")?,
+        s3_key: row.try_get("s3_key")?,
+        media_type: media_type.parse().map_err(|e| corrupt("media_type", &e))?,
+        byte_size: row.try_get::<Option<i64>, _>("byte_size")?.map(|n| n.max(0) as u64),
+        sha256: sha256.map(|s| s.parse()).transpose().map_err(|e| corrupt("sha256", &e))?,
+        width: to_u32(row.try_get("width")?, "width")?,
+        height: to_u32(row.try_get("height")?, "height")?,
+        bit_depth: row
+            .try_get::<Option<i16>, _>("bit_depth")?
+            .map(|n| u8::try_from(n).map_err(|e| corrupt("bit_depth", &e)))
+            .transpose()?,
+        modality: row.try_get("modality")?,
+        dicom: row.try_get("dicom")?,
+        failure: row.try_get("failure")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn box_from_columns(row: &sqlx::postgres::PgRow) -> Result<Option<PixelBox>, DbError> {
+    let x: Option<f32> = row.try_get("x_min")?;
+    let y: Option<f32> = row.try_get("y_min")?;
+    let w: Option<f32> = row.try_get("width")?;
+    let h: Option<f32> = row.try_get("height")?;
+    match (x, y, w, h) {
+        (Some(x), Some(y), Some(w), Some(h)) => {
+            PixelBox::new(x, y, w, h).map(Some).map_err(|e| DbError::Other(format!("stored box: {e}")))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// The S3 key a study's original image is uploaded to. Keys carry only the
+/// random study id: nothing that identifies a patient or an owner.
+pub fn image_key(study: StudyId, media_type: MediaType) -> String {
+    format!("studies/{study}/original.{}", media_type.file_extension())
+}
+
+impl Database {
+    /// Creates a study in status `created`; its image key is derived from
+    /// the id the database generated.
+    pub async fn create_study(&self, new: &NewStudy) -> Result<StudyRecord, DbError> {
+        let public_id = Uuid::new_v4();
+        let key = image_key(StudyId::from_uuid(public_id), new.media_type);
+        let row = sqlx::query(&format!(
+            "INSERT INTO studies (public_id, owner, s3_bucket, s3_key, media_type)
+             VALUES ($1, $2, $3, $4, $5) RETURNING {STUDY_COLUMNS}"
+        ))
+        .bind(public_id)
+        .bind(new.owner.as_str())
+        .bind(&new.s3_bucket)
+        .bind(&key)
+        .bind(new.media_type.as_str())
+        .fetch_one(self.pool())
+        .await?;
+        study_from_row(&row)
+    }
+
+    /// The study with this id if `owner` owns it. Another owner's study is
+    /// indistinguishable from a missing one.
+    pub async fn find_study(&self, owner: &Owner, id: StudyId) -> Result<Option<StudyRecord>, DbError> {
+        let row = sqlx::query(&format!("SELECT {STUDY_COLUMNS} FROM studies WHERE public_id = $1 AND owner = $2"))
+            .bind(id.as_uuid())
+            .bind(owner.as_str())
+            .fetch_optional(self.pool())
+            .await?;
+        row.as_ref().map(study_from_row).transpose()
+    }
+
+    /// The study an uploaded object belongs to (for S3 event handlers).
+    pub async fn find_study_by_object(&self, bucket: &str, key: &str) -> Result<Option<StudyRecord>, DbError> {
+        let row = sqlx::query(&format!("SELECT {STUDY_COLUMNS} FROM studies WHERE s3_bucket = $1 AND s3_key = $2"))
+            .bind(bucket)
+            .bind(key)
+            .fetch_optional(self.pool())
+            .await?;
+        row.as_ref().map(study_from_row).transpose()
+    }
+
+    /// Records what the uploaded image is and moves the study to `uploaded`.
+    pub async fn record_upload(&self, study_row_id: i64, facts: &ImageFacts) -> Result<StudyRecord, DbError> {
+        let byte_size = i64::try_from(facts.byte_size).map_err(|_| DbError::CheckViolation { constraint: "byte_size".into() })?;
+        let to_i32 = |v: u32, c: &str| i32::try_from(v).map_err(|_| DbError::CheckViolation { constraint: c.into() });
+        let row = sqlx::query(&format!(
+            "UPDATE studies SET status = 'uploaded', byte_size = $2, sha256 = $3, width = $4, height = $5,
+                    bit_depth = $6, modality = $7, dicom = $8, failure = NULL
+              WHERE id = $1 RETURNING {STUDY_COLUMNS}"
+        ))
+        .bind(study_row_id)
+        .bind(byte_size)
+        .bind(facts.sha256.to_hex())
+        .bind(to_i32(facts.width, "width")?)
+        .bind(to_i32(facts.height, "height")?)
+        .bind(i16::from(facts.bit_depth))
+        .bind(&facts.modality)
+        .bind(&facts.dicom)
+        .fetch_optional(self.pool())
+        .await?
+        .ok_or(DbError::NotFound)?;
+        study_from_row(&row)
+    }
+
+    /// Moves a study to another status, recording why when it failed.
+    pub async fn set_study_status(&self, study_row_id: i64, status: StudyStatus, failure: Option<&str>) -> Result<(), DbError> {
+        let done = sqlx::query("UPDATE studies SET status = $2, failure = $3 WHERE id = $1")
+            .bind(study_row_id)
+            .bind(status)
+            .bind(failure)
+            .execute(self.pool())
+            .await?;
+        if done.rows_affected() == 0 { Err(DbError::NotFound) } else { Ok(()) }
+    }
+
+    /// Stores one inference (the run, every finding, the study's new
+    /// status) in a single transaction: all of it or none of it.
+    pub async fn record_inference(
+        &self,
+        study_row_id: i64,
+        run: &NewInferenceRun,
+        findings: &[NewFinding],
+    ) -> Result<i64, DbError> {
+        let mut tx = self.begin().await?;
+        let run_id = insert_inference(&mut tx, study_row_id, run, findings).await?;
+        let updated = sqlx::query("UPDATE studies SET status = 'done', failure = NULL WHERE id = $1")
+            .bind(study_row_id)
+            .execute(&mut *tx)
+            .await?;
+        if updated.rows_affected() == 0 {
+            return Err(DbError::NotFound);
+        }
+        tx.commit().await?;
+        Ok(run_id)
+    }
+
+    /// The most recent inference run of a study, with its findings.
+    pub async fn latest_inference(&self, study_row_id: i64) -> Result<Option<InferenceRunRecord>, DbError> {
+        let Some(run) = sqlx::query(
+            "SELECT id, model_name, model_version, thresholds, timings_ms, created_at
+               FROM inference_runs WHERE study_id = $1 ORDER BY created_at DESC, id DESC LIMIT 1",
+        )
+        .bind(study_row_id)
+        .fetch_optional(self.pool())
+        .await?
+        else {
+            return Ok(None);
+        };
+        let run_id: i64 = run.try_get("id")?;
+        let rows = sqlx::query(
+            "SELECT label, probability, x_min, y_min, width, height, source::text AS source
+               FROM findings WHERE inference_run_id = $1 ORDER BY probability DESC, id",
+        )
+        .bind(run_id)
+        .fetch_all(self.pool())
+        .await?;
+        let findings = rows
+            .iter()
+            .map(|row| {
+                let source = match row.try_get::<String, _>("source")?.as_str() {
+                    "cam" => FindingSource::Cam,
+                    _ => FindingSource::Model,
+                };
+                Ok(FindingRecord {
+                    label: row.try_get("label")?,
+                    probability: row.try_get("probability")?,
+                    bbox: box_from_columns(row)?,
+                    source,
+                })
+            })
+            .collect::<Result<Vec<_>, DbError>>()?;
+        let json_map = |column: &str| -> Result<serde_json::Value, DbError> { Ok(run.try_get(column)?) };
+        Ok(Some(InferenceRunRecord {
+            id: run_id,
+            model_name: run.try_get("model_name")?,
+            model_version: run.try_get("model_version")?,
+            thresholds: serde_json::from_value(json_map("thresholds")?).map_err(|e| DbError::Other(e.to_string()))?,
+            timings_ms: serde_json::from_value(json_map("timings_ms")?).map_err(|e| DbError::Other(e.to_string()))?,
+            created_at: run.try_get("created_at")?,
+            findings,
+        }))
+    }
+
+    /// Adds a radiologist annotation. The label must belong to the label set
+    /// ([`DbError::ForeignKeyViolation`] otherwise); the caller checks the box
+    /// against the image bounds, which it knows.
+    pub async fn add_annotation(&self, study_row_id: i64, annotation: &NewAnnotation) -> Result<AnnotationRecord, DbError> {
+        let b = annotation.bbox;
+        let row = sqlx::query(
+            "INSERT INTO annotations (study_id, label_set, label, x_min, y_min, width, height, author)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             RETURNING id, label_set, label, x_min, y_min, width, height, author, created_at",
+        )
+        .bind(study_row_id)
+        .bind(&annotation.label_set)
+        .bind(&annotation.label)
+        .bind(b.map(|b| b.x_min()))
+        .bind(b.map(|b| b.y_min()))
+        .bind(b.map(|b| b.width()))
+        .bind(b.map(|b| b.height()))
+        .bind(annotation.author.as_str())
+        .fetch_one(self.pool())
+        .await?;
+        annotation_from_row(&row)
+    }
+
+    pub async fn annotations(&self, study_row_id: i64) -> Result<Vec<AnnotationRecord>, DbError> {
+        let rows = sqlx::query(
+            "SELECT id, label_set, label, x_min, y_min, width, height, author, created_at
+               FROM annotations WHERE study_id = $1 ORDER BY created_at, id",
+        )
+        .bind(study_row_id)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(annotation_from_row).collect()
+    }
+}
+
+fn annotation_from_row(row: &sqlx::postgres::PgRow) -> Result<AnnotationRecord, DbError> {
+    Ok(AnnotationRecord {
+        id: row.try_get("id")?,
+        label_set: row.try_get("label_set")?,
+        label: row.try_get("label")?,
+        bbox: box_from_columns(row)?,
+        author: Owner::new(row.try_get::<String, _>("author")?).map_err(|e| DbError::Other(format!("annotations.author: {e}")))?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+async fn insert_inference(
+    tx: &mut Transaction<'static, Postgres>,
+    study_row_id: i64,
+    run: &NewInferenceRun,
+    findings: &[NewFinding],
+) -> Result<i64, DbError> {
+    let run_id: i64 = sqlx::query_scalar(
+        "INSERT INTO inference_runs (study_id, model_name, model_version, thresholds, timings_ms)
+         VALUES ($1, $2, $3, $4, $5) RETURNING id",
+    )
+    .bind(study_row_id)
+    .bind(&run.model_name)
+    .bind(&run.model_version)
+    .bind(to_json(&run.thresholds)?)
+    .bind(to_json(&run.timings_ms)?)
+    .fetch_one(&mut **tx)
+    .await?;
+    // One statement for all findings: arrays bound as parameters, unnested.
+    let column = |f: fn(&NewFinding) -> Option<f32>| findings.iter().map(f).collect::<Vec<_>>();
+    sqlx::query(
+        "INSERT INTO findings (inference_run_id, label, probability, x_min, y_min, width, height, source)
+         SELECT $1, label, probability, x_min, y_min, width, height, source::finding_source
+           FROM UNNEST($2::text[], $3::real[], $4::real[], $5::real[], $6::real[], $7::real[], $8::text[])
+             AS f(label, probability, x_min, y_min, width, height, source)",
+    )
+    .bind(run_id)
+    .bind(findings.iter().map(|f| f.label.as_str()).collect::<Vec<_>>())
+    .bind(findings.iter().map(|f| f.probability).collect::<Vec<_>>())
+    .bind(column(|f| f.bbox.map(|b| b.x_min())))
+    .bind(column(|f| f.bbox.map(|b| b.y_min())))
+    .bind(column(|f| f.bbox.map(|b| b.width())))
+    .bind(column(|f| f.bbox.map(|b| b.height())))
+    .bind(findings.iter().map(|f| f.source.as_str()).collect::<Vec<_>>())
+    .execute(&mut **tx)
+    .await?;
+    Ok(run_id)
+}
+
+fn to_json<T: Serialize>(value: &T) -> Result<serde_json::Value, DbError> {
+    serde_json::to_value(value).map_err(|e| DbError::Other(e.to_string()))
+}

@@ -1,0 +1,351 @@
+//! Images in S3: put, get, head, list, delete and presigned URLs.
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use aws_config::SdkConfig;
+use aws_sdk_s3::presigning::{PresignedRequest, PresigningConfig};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
+use bytes::Bytes;
+
+use super::SdkFailure;
+use crate::config::S3Settings;
+
+/// An S3 object key that is safe to use: 1 to 1024 bytes, no leading slash,
+/// no empty, `.` or `..` segments, no control characters.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ObjectKey(String);
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid object key {key:?}: {reason}")]
+pub struct InvalidKey {
+    pub key: String,
+    pub reason: &'static str,
+}
+
+impl ObjectKey {
+    pub fn new(key: impl Into<String>) -> Result<Self, InvalidKey> {
+        let key = key.into();
+        let reason = if key.is_empty() || key.len() > 1024 {
+            Some("must be 1 to 1024 bytes")
+        } else if key.chars().any(char::is_control) {
+            Some("must not contain control characters")
+        } else if key.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
+            Some("must not start or end with '/' or contain empty, '.' or '..' segments")
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) => Err(InvalidKey { key, reason }),
+            None => Ok(Self(key)),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum S3Error {
+    #[error("object {key} does not exist")]
+    NotFound { key: String },
+    #[error("object {key} is {size} bytes, more than the {limit}-byte limit")]
+    TooLarge { key: String, size: u64, limit: u64 },
+    #[error("S3 is unreachable: {0}")]
+    Unavailable(String),
+    #[error("presigned URL cannot be made: {0}")]
+    Presign(String),
+    #[error("S3 answered {status} {code}: {message}")]
+    Service { status: u16, code: String, message: String },
+    #[error("S3 request failed: {0}")]
+    Other(String),
+}
+
+impl S3Error {
+    fn from_failure(failure: SdkFailure, key: Option<&str>) -> Self {
+        match failure {
+            SdkFailure::Unreachable(m) => Self::Unavailable(m),
+            SdkFailure::Service { status, code, message } => {
+                let missing = status == 404 || matches!(code.as_deref(), Some("NoSuchKey" | "NotFound"));
+                match (missing, key) {
+                    (true, Some(key)) => Self::NotFound { key: key.to_owned() },
+                    _ => Self::Service { status, code: code.unwrap_or_default(), message },
+                }
+            }
+            SdkFailure::Other(m) => Self::Other(m),
+        }
+    }
+}
+
+/// What S3 knows about an object without reading it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub key: String,
+    pub size: u64,
+    pub content_type: Option<String>,
+    pub e_tag: Option<String>,
+}
+
+/// An object read back whole.
+#[derive(Clone, Debug)]
+pub struct StoredObject {
+    pub bytes: Bytes,
+    pub content_type: Option<String>,
+    pub e_tag: Option<String>,
+}
+
+/// A URL a client can use without credentials, for one method on one key.
+/// Every header listed must be sent exactly as given: they are signed.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct PresignedUrl {
+    pub method: String,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: time::OffsetDateTime,
+}
+
+/// S3 caps presigned URLs signed with SigV4 at seven days.
+const MAX_PRESIGN: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// One bucket of objects.
+#[derive(Clone, Debug)]
+pub struct ObjectStore {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+}
+
+impl ObjectStore {
+    pub fn new(sdk: &SdkConfig, settings: &S3Settings) -> Self {
+        let config = aws_sdk_s3::config::Builder::from(sdk).force_path_style(settings.force_path_style).build();
+        Self::from_client(aws_sdk_s3::Client::from_conf(config), settings.images_bucket.clone())
+    }
+
+    pub fn from_client(client: aws_sdk_s3::Client, bucket: impl Into<String>) -> Self {
+        Self { client, bucket: bucket.into() }
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// Creates the bucket if it does not exist yet. In AWS the SAM template
+    /// owns the bucket; this is for provisioning a fresh local stack.
+    pub async fn create_bucket_if_absent(&self) -> Result<(), S3Error> {
+        let region = self.client.config().region().map(|r| r.as_ref().to_owned());
+        let mut request = self.client.create_bucket().bucket(&self.bucket);
+        // us-east-1 is the one region that must not be named as a constraint.
+        if let Some(region) = region.filter(|r| r != "us-east-1") {
+            request = request.create_bucket_configuration(
+                CreateBucketConfiguration::builder()
+                    .location_constraint(BucketLocationConstraint::from(region.as_str()))
+                    .build(),
+            );
+        }
+        match request.send().await {
+            Ok(_) => Ok(()),
+            Err(err) => match SdkFailure::from_sdk(err) {
+                SdkFailure::Service { code: Some(code), .. }
+                    if code == "BucketAlreadyOwnedByYou" || code == "BucketAlreadyExists" =>
+                {
+                    Ok(())
+                }
+                failure => Err(S3Error::from_failure(failure, None)),
+            },
+        }
+    }
+
+    /// Checks the bucket exists and these credentials may use it.
+    pub async fn check_bucket(&self) -> Result<(), S3Error> {
+        self.client
+            .head_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .map_err(|e| S3Error::from_failure(SdkFailure::from_sdk(e), None))?;
+        Ok(())
+    }
+
+    pub async fn put(&self, key: &ObjectKey, body: impl Into<Bytes>, content_type: &str) -> Result<ObjectMeta, S3Error> {
+        let body = body.into();
+        let size = body.len() as u64;
+        let out = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key.as_str())
+            .content_type(content_type)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| S3Error::from_failure(SdkFailure::from_sdk(e), Some(key.as_str())))?;
+        Ok(ObjectMeta {
+            key: key.to_string(),
+            size,
+            content_type: Some(content_type.to_owned()),
+            e_tag: out.e_tag,
+        })
+    }
+
+    /// Reads a whole object, refusing (before reading the body) one larger
+    /// than `limit` bytes, so an oversized upload cannot exhaust memory.
+    pub async fn get(&self, key: &ObjectKey, limit: u64) -> Result<StoredObject, S3Error> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key.as_str())
+            .send()
+            .await
+            .map_err(|e| S3Error::from_failure(SdkFailure::from_sdk(e), Some(key.as_str())))?;
+        let size = out.content_length.and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
+        if size > limit {
+            return Err(S3Error::TooLarge { key: key.to_string(), size, limit });
+        }
+        let bytes = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| S3Error::Unavailable(format!("reading {key}: {e}")))?
+            .into_bytes();
+        // The length header can be absent (chunked answers): check again.
+        if bytes.len() as u64 > limit {
+            return Err(S3Error::TooLarge { key: key.to_string(), size: bytes.len() as u64, limit });
+        }
+        Ok(StoredObject { bytes, content_type: out.content_type, e_tag: out.e_tag })
+    }
+
+    /// The object's metadata, or `None` if there is no such object.
+    pub async fn head(&self, key: &ObjectKey) -> Result<Option<ObjectMeta>, S3Error> {
+        match self.client.head_object().bucket(&self.bucket).key(key.as_str()).send().await {
+            Ok(out) => Ok(Some(ObjectMeta {
+                key: key.to_string(),
+                size: out.content_length.and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
+                content_type: out.content_type,
+                e_tag: out.e_tag,
+            })),
+            Err(err) => match S3Error::from_failure(SdkFailure::from_sdk(err), Some(key.as_str())) {
+                S3Error::NotFound { .. } => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+
+    /// Every object under `prefix`, in key order, following continuation
+    /// tokens through all pages.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, S3Error> {
+        let mut pages = self.client.list_objects_v2().bucket(&self.bucket).prefix(prefix).into_paginator().send();
+        let mut objects = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| S3Error::from_failure(SdkFailure::from_sdk(e), None))?;
+            objects.extend(page.contents.unwrap_or_default().into_iter().filter_map(|o| {
+                Some(ObjectMeta {
+                    key: o.key?,
+                    size: o.size.and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
+                    content_type: None,
+                    e_tag: o.e_tag,
+                })
+            }));
+        }
+        Ok(objects)
+    }
+
+    /// Deletes the object; deleting a missing object is not an error (S3's
+    /// own semantics), so retries are safe.
+    pub async fn delete(&self, key: &ObjectKey) -> Result<(), S3Error> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key.as_str())
+            .send()
+            .await
+            .map_err(|e| S3Error::from_failure(SdkFailure::from_sdk(e), None))?;
+        Ok(())
+    }
+
+    /// A URL that lets a client upload exactly one object of exactly this
+    /// content type and length. Content-Type and Content-Length are signed,
+    /// so S3 rejects an upload that differs in either.
+    pub async fn presign_put(
+        &self,
+        key: &ObjectKey,
+        content_type: &str,
+        content_length: u64,
+        expires_in: Duration,
+    ) -> Result<PresignedUrl, S3Error> {
+        let length = i64::try_from(content_length).map_err(|_| S3Error::Presign("content length too large".into()))?;
+        let request = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key.as_str())
+            .content_type(content_type)
+            .content_length(length)
+            .presigned(presigning_config(expires_in)?)
+            .await
+            .map_err(|e| S3Error::Presign(aws_sdk_s3::error::DisplayErrorContext(&e).to_string()))?;
+        Ok(to_presigned_url(&request, expires_in))
+    }
+
+    /// A URL that lets a client read one object.
+    pub async fn presign_get(&self, key: &ObjectKey, expires_in: Duration) -> Result<PresignedUrl, S3Error> {
+        let request = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key.as_str())
+            .presigned(presigning_config(expires_in)?)
+            .await
+            .map_err(|e| S3Error::Presign(aws_sdk_s3::error::DisplayErrorContext(&e).to_string()))?;
+        Ok(to_presigned_url(&request, expires_in))
+    }
+}
+
+fn presigning_config(expires_in: Duration) -> Result<PresigningConfig, S3Error> {
+    if expires_in.is_zero() || expires_in > MAX_PRESIGN {
+        return Err(S3Error::Presign(format!("expiry {expires_in:?} must be between 1 s and 7 days")));
+    }
+    PresigningConfig::builder()
+        .start_time(SystemTime::now())
+        .expires_in(expires_in)
+        .build()
+        .map_err(|e| S3Error::Presign(e.to_string()))
+}
+
+fn to_presigned_url(request: &PresignedRequest, expires_in: Duration) -> PresignedUrl {
+    PresignedUrl {
+        method: request.method().to_owned(),
+        url: request.uri().to_owned(),
+        headers: request.headers().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
+        expires_at: time::OffsetDateTime::now_utc() + expires_in,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_keys_are_validated() {
+        assert!(ObjectKey::new("studies/0a1b/original.png").is_ok());
+        for bad in ["", "/abs", "a//b", "a/../b", "./a", "trailing/", "ctl\u{7}"] {
+            assert!(ObjectKey::new(bad).is_err(), "{bad:?} should be rejected");
+        }
+        assert!(ObjectKey::new("k".repeat(1025)).is_err());
+    }
+
+    #[test]
+    fn presign_expiry_is_bounded() {
+        assert!(presigning_config(Duration::ZERO).is_err());
+        assert!(presigning_config(MAX_PRESIGN + Duration::from_secs(1)).is_err());
+        assert!(presigning_config(Duration::from_secs(300)).is_ok());
+    }
+}
