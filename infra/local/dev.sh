@@ -84,6 +84,12 @@ install_tools() {
     "$TOOLS_DIR/venv/bin/pip" install --quiet --disable-pip-version-check "secantusdb==$SECANTUSDB_VERSION" "pymongo>=4,<5"
   fi
 
+  if [ ! -x "$TOOLS_DIR/lint/bin/cfn-lint" ]; then
+    log "installing cfn-lint (pip)"
+    python3 -m venv "$TOOLS_DIR/lint"
+    "$TOOLS_DIR/lint/bin/pip" install --quiet --disable-pip-version-check "cfn-lint>=1,<2"
+  fi
+
   if ! cargo nextest --version >/dev/null 2>&1; then
     log "installing cargo-nextest"
     cargo install --quiet --locked cargo-nextest
@@ -282,6 +288,8 @@ cmd_test() {
     "SELECT 'DROP DATABASE \"' || datname || '\";' FROM pg_database WHERE datname LIKE 'test\_%'" |
     PGPASSWORD=$PG_PASSWORD psql -q -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER" -d postgres >/dev/null
   cd "$ROOT"
+  log "linting the SAM template"
+  "$TOOLS_DIR/lint/bin/cfn-lint" infra/template.yaml
   local profile=()
   [ -n "${CI:-}" ] && profile=(--profile ci)
   cargo nextest run --workspace --no-fail-fast "${profile[@]}" "$@"

@@ -27,6 +27,8 @@ pub enum DbError {
     ForeignKeyViolation { constraint: String },
     #[error("a value is outside what the schema allows ({constraint})")]
     CheckViolation { constraint: String },
+    #[error("PostgreSQL refused the login: {0}")]
+    LoginRefused(String),
     #[error("no such row")]
     NotFound,
     #[error("DATABASE_URL is invalid: {0}")]
@@ -50,6 +52,8 @@ impl From<sqlx::Error> for DbError {
                     Some("23505") => Self::UniqueViolation { constraint },
                     Some("23503") => Self::ForeignKeyViolation { constraint },
                     Some("23514") => Self::CheckViolation { constraint },
+                    // invalid_authorization_specification, invalid_password, invalid_catalog_name
+                    Some("28000" | "28P01" | "3D000") => Self::LoginRefused(err.to_string()),
                     // admin_shutdown, cannot_connect_now, too_many_connections
                     Some("57P01" | "57P03" | "53300") => Self::Unavailable(err.to_string()),
                     _ => Self::Other(err.to_string()),
@@ -75,11 +79,7 @@ impl Database {
             .max_connections(settings.max_connections)
             .acquire_timeout(settings.connect_timeout)
             .connect_with(options)
-            .await
-            .map_err(|e| match DbError::from(e) {
-                DbError::Other(m) => DbError::Unavailable(m),
-                other => other,
-            })?;
+            .await?;
         Ok(Self { pool })
     }
 
