@@ -293,8 +293,6 @@ cmd_test() {
   local profile=()
   [ -n "${CI:-}" ] && profile=(--profile ci)
   cargo nextest run --workspace --no-fail-fast "${profile[@]}" "$@"
-  # Doc tests are not run by nextest.
-  cargo test --workspace --doc --quiet
   if [ -n "$started" ]; then log "stopping the stack this run started"; fi
 }
 
