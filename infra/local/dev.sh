@@ -36,7 +36,7 @@ PG_USER=cxr
 PG_PASSWORD=cxr-local-password
 PG_DATABASE=cxr
 
-log() { printf '\033[1m[dev]\033[0m %s\n' "$*" >&2; }
+log() { printf '\033[1m[dev +%ss]\033[0m %s\n' "$SECONDS" "$*" >&2; }
 die() { printf '\033[1;31m[dev] error:\033[0m %s\n' "$*" >&2; exit 1; }
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else die "need root to run: $*"; fi; }
@@ -253,7 +253,7 @@ cmd_up() {
   start_stack
   # shellcheck disable=SC1091
   source "$STACK_DIR/env"
-  log "building cxr-admin and provisioning (migrations, bucket, table, indexes)"
+  log "building cxr-admin and provisioning (migrations, bucket, table)"
   (cd "$ROOT" && cargo build --quiet -p cxr-admin)
   "$ROOT/target/debug/cxr-admin" provision
   "$ROOT/target/debug/cxr-admin" check

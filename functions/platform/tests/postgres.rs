@@ -142,6 +142,10 @@ async fn an_inference_is_stored_whole_or_not_at_all() {
     assert_eq!(cam.bbox.map(|b| b.to_coco()), Some([100.0, 200.0, 300.0, 250.0]));
     let done = db.find_study(&owner("alice"), study.id).await.expect("find").expect("exists");
     assert_eq!(done.status, StudyStatus::Done);
+    // A repeated upload event does not set a finished study back.
+    let redelivered = db.record_upload(study.row_id, &facts()).await.expect("redelivered event");
+    assert_eq!(redelivered.status, StudyStatus::Done);
+    assert!(matches!(db.record_upload(i64::MAX, &facts()).await, Err(DbError::NotFound)));
 
     // Deleting the study takes its runs and findings with it (no orphans).
     sqlx::query("DELETE FROM studies WHERE id = $1").bind(study.row_id).execute(db.pool()).await.expect("delete");

@@ -6,6 +6,8 @@
 use std::time::Duration;
 
 use aws_config::SdkConfig;
+use aws_sdk_dynamodb::config::http::HttpResponse;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ReturnValue, ScalarAttributeType,
     TableStatus,
@@ -115,8 +117,11 @@ impl DynamoTable {
         &self.name
     }
 
-    fn fail(&self) -> impl Fn(SdkFailure) -> DynamoError + '_ {
-        |f| DynamoError::from_failure(f, &self.name)
+    fn sdk_error<E>(&self, err: SdkError<E, HttpResponse>) -> DynamoError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        DynamoError::from_failure(SdkFailure::from_sdk(err), &self.name)
     }
 
     /// Reads one item, strongly consistent (a result just written is seen).
@@ -129,7 +134,7 @@ impl DynamoTable {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| self.fail()(SdkFailure::from_sdk(e)))?;
+            .map_err(|e| self.sdk_error(e))?;
         out.item.map(serde_dynamo::from_item).transpose().map_err(DynamoError::from)
     }
 
@@ -155,7 +160,7 @@ impl DynamoTable {
                 .expression_attribute_names("#version", "version")
                 .expression_attribute_values(":expected", AttributeValue::N(v.to_string())),
         };
-        request.send().await.map_err(|e| self.fail()(SdkFailure::from_sdk(e)))?;
+        request.send().await.map_err(|e| self.sdk_error(e))?;
         Ok(())
     }
 
@@ -169,7 +174,7 @@ impl DynamoTable {
             .return_values(ReturnValue::AllOld)
             .send()
             .await
-            .map_err(|e| self.fail()(SdkFailure::from_sdk(e)))?;
+            .map_err(|e| self.sdk_error(e))?;
         Ok(out.attributes.is_some_and(|a| !a.is_empty()))
     }
 
@@ -196,7 +201,7 @@ impl DynamoTable {
         if let Some(token) = &options.page_token {
             request = request.set_exclusive_start_key(Some(decode_page_token(token, pk)?));
         }
-        let out = request.send().await.map_err(|e| self.fail()(SdkFailure::from_sdk(e)))?;
+        let out = request.send().await.map_err(|e| self.sdk_error(e))?;
         let items = out.items.unwrap_or_default().into_iter().map(serde_dynamo::from_item).collect::<Result<_, _>>()?;
         let next_page_token = out.last_evaluated_key.filter(|k| !k.is_empty()).and_then(|k| encode_page_token(&k));
         Ok(Page { items, next_page_token })
@@ -225,7 +230,7 @@ impl DynamoTable {
             Ok(_) => {}
             Err(err) => match SdkFailure::from_sdk(err) {
                 SdkFailure::Service { code: Some(code), .. } if code == "ResourceInUseException" => {}
-                failure => return Err(self.fail()(failure)),
+                failure => return Err(DynamoError::from_failure(failure, &self.name)),
             },
         }
         self.wait_until_active(Duration::from_secs(30)).await
@@ -233,30 +238,21 @@ impl DynamoTable {
 
     /// Checks the table exists and is active.
     pub async fn check_table(&self) -> Result<(), DynamoError> {
-        let out = self
-            .client
-            .describe_table()
-            .table_name(&self.name)
-            .send()
-            .await
-            .map_err(|e| self.fail()(SdkFailure::from_sdk(e)))?;
-        match out.table.and_then(|t| t.table_status) {
+        match self.status().await? {
             Some(TableStatus::Active) => Ok(()),
             _ => Err(DynamoError::NotActive { table: self.name.clone(), waited: Duration::ZERO }),
         }
     }
 
+    async fn status(&self) -> Result<Option<TableStatus>, DynamoError> {
+        let out = self.client.describe_table().table_name(&self.name).send().await.map_err(|e| self.sdk_error(e))?;
+        Ok(out.table.and_then(|t| t.table_status))
+    }
+
     async fn wait_until_active(&self, timeout: Duration) -> Result<(), DynamoError> {
         let started = std::time::Instant::now();
         loop {
-            let out = self
-                .client
-                .describe_table()
-                .table_name(&self.name)
-                .send()
-                .await
-                .map_err(|e| self.fail()(SdkFailure::from_sdk(e)))?;
-            if out.table.and_then(|t| t.table_status) == Some(TableStatus::Active) {
+            if self.status().await? == Some(TableStatus::Active) {
                 return Ok(());
             }
             if started.elapsed() > timeout {

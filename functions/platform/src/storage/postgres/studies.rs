@@ -244,13 +244,15 @@ impl Database {
     }
 
     /// Records what the uploaded image is and moves the study to `uploaded`.
+    /// S3 may deliver an upload event more than once: a study already past
+    /// `uploaded` (processing or done) is returned as it is, not set back.
     pub async fn record_upload(&self, study_row_id: i64, facts: &ImageFacts) -> Result<StudyRecord, DbError> {
         let byte_size = i64::try_from(facts.byte_size).map_err(|_| DbError::CheckViolation { constraint: "byte_size".into() })?;
         let to_i32 = |v: u32, c: &str| i32::try_from(v).map_err(|_| DbError::CheckViolation { constraint: c.into() });
-        let row = sqlx::query(&format!(
+        let updated = sqlx::query(&format!(
             "UPDATE studies SET status = 'uploaded', byte_size = $2, sha256 = $3, width = $4, height = $5,
                     bit_depth = $6, modality = $7, dicom = $8, failure = NULL
-              WHERE id = $1 RETURNING {STUDY_COLUMNS}"
+              WHERE id = $1 AND status IN ('created', 'uploaded', 'failed') RETURNING {STUDY_COLUMNS}"
         ))
         .bind(study_row_id)
         .bind(byte_size)
@@ -261,8 +263,15 @@ impl Database {
         .bind(&facts.modality)
         .bind(&facts.dicom)
         .fetch_optional(self.pool())
-        .await?
-        .ok_or(DbError::NotFound)?;
+        .await?;
+        let row = match updated {
+            Some(row) => row,
+            None => sqlx::query(&format!("SELECT {STUDY_COLUMNS} FROM studies WHERE id = $1"))
+                .bind(study_row_id)
+                .fetch_optional(self.pool())
+                .await?
+                .ok_or(DbError::NotFound)?,
+        };
         study_from_row(&row)
     }
 
