@@ -137,10 +137,18 @@ pg_run() {
   if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
+# A server from another checkout (or anything else) on our port would be
+# used without our data or credentials: refuse instead.
+port_taken() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+refuse_foreign() { die "port $2 is in use by a process this stack did not start; stop it or set $3 to another port (for $1)"; }
+
 start_postgres() {
   local data=$STACK_DIR/postgres bin
   bin=$(pg_bin)
-  if healthy_postgres; then log "postgres    already running on 127.0.0.1:$PG_PORT"; return; fi
+  if [ -f "$data/postmaster.pid" ] && kill -0 "$(head -1 "$data/postmaster.pid")" 2>/dev/null && healthy_postgres; then
+    log "postgres    already running on 127.0.0.1:$PG_PORT"; return
+  fi
+  port_taken "$PG_PORT" && refuse_foreign postgres "$PG_PORT" CXR_PG_PORT
   if [ ! -f "$data/PG_VERSION" ]; then
     log "initialising PostgreSQL data directory"
     rm -rf "$data"; mkdir -p "$data"
@@ -165,6 +173,7 @@ start_postgres() {
 
 start_s3() {
   if pid_alive "$STACK_DIR/run/s3.pid" && healthy_s3; then log "s3 (s3s-fs) already running on 127.0.0.1:$S3_PORT"; return; fi
+  port_taken "$S3_PORT" && refuse_foreign s3s-fs "$S3_PORT" CXR_S3_PORT
   mkdir -p "$STACK_DIR/s3"
   spawn s3 s3s-fs --host 127.0.0.1 --port "$S3_PORT" --access-key "$ACCESS_KEY" --secret-key "$SECRET_KEY" "$STACK_DIR/s3"
   wait_until s3s-fs 80 healthy_s3
@@ -173,6 +182,7 @@ start_s3() {
 
 start_dynamodb() {
   if pid_alive "$STACK_DIR/run/dynamodb.pid" && healthy_dynamodb; then log "dynamodb    already running on 127.0.0.1:$DYNAMODB_PORT"; return; fi
+  port_taken "$DYNAMODB_PORT" && refuse_foreign dynalite "$DYNAMODB_PORT" CXR_DYNAMODB_PORT
   mkdir -p "$STACK_DIR/dynamodb"
   # Table operations complete at once instead of after dynalite's simulated delay.
   spawn dynamodb node "$TOOLS_DIR/node/node_modules/dynalite/cli.js" --host 127.0.0.1 --port "$DYNAMODB_PORT" \
@@ -183,6 +193,7 @@ start_dynamodb() {
 
 start_documentdb() {
   if pid_alive "$STACK_DIR/run/documentdb.pid" && healthy_documentdb; then log "documentdb  already running on 127.0.0.1:$DOCUMENTDB_PORT"; return; fi
+  port_taken "$DOCUMENTDB_PORT" && refuse_foreign secantusdb "$DOCUMENTDB_PORT" CXR_DOCUMENTDB_PORT
   mkdir -p "$STACK_DIR/documentdb"
   spawn documentdb "$TOOLS_DIR/venv/bin/secantusd-py" --host 127.0.0.1 --port "$DOCUMENTDB_PORT" \
     --storage-path "$STACK_DIR/documentdb" --log-level WARNING
@@ -238,7 +249,11 @@ start_stack() {
   write_env
 }
 
-stack_healthy() { healthy_postgres && healthy_s3 && healthy_dynamodb && healthy_documentdb; }
+stack_healthy() {
+  [ -f "$STACK_DIR/postgres/postmaster.pid" ] && pid_alive "$STACK_DIR/run/s3.pid" &&
+    pid_alive "$STACK_DIR/run/dynamodb.pid" && pid_alive "$STACK_DIR/run/documentdb.pid" &&
+    healthy_postgres && healthy_s3 && healthy_dynamodb && healthy_documentdb
+}
 
 status() {
   local s
