@@ -7,10 +7,13 @@
 //! - [`storage`]: adapters for the data lake and its satellites: S3
 //!   (images), PostgreSQL on RDS (system of record), DynamoDB (hot results)
 //!   and DocumentDB (warehouse).
+//! - [`jobs`]: what scheduled jobs share: locking, runs, watermarks,
+//!   checkpoints and resumption.
 
 pub mod aws;
 pub mod config;
 pub mod domain;
+pub mod jobs;
 pub mod storage;
 pub mod telemetry;
 

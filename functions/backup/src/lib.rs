@@ -1,0 +1,81 @@
+//! The `backup` scheduled job: incremental Parquet backups of the RDS data
+//! lake in S3 ([`export`]), and their restore ([`restore`]).
+
+pub mod export;
+pub mod manifest;
+pub mod restore;
+pub mod tables;
+
+use cxr_platform::config::{ConfigError, Env};
+
+/// The job's own settings (besides `DATABASE_URL` and the AWS chain).
+#[derive(Clone, Debug)]
+pub struct BackupSettings {
+    pub bucket: String,
+    pub prefix: String,
+    pub chunk_studies: u32,
+}
+
+impl BackupSettings {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let bucket = env.required("BACKUP_BUCKET", "S3 bucket that receives the Parquet backups")?;
+        let prefix = env.get("BACKUP_PREFIX").unwrap_or_else(|| "rds-backups".into());
+        let chunk_studies = env.parsed_or("BACKUP_CHUNK_STUDIES", 2000u32)?;
+        if chunk_studies == 0 {
+            return Err(ConfigError::Malformed { name: "BACKUP_CHUNK_STUDIES", reason: "must be at least 1".into() });
+        }
+        Ok(Self { bucket, prefix: prefix.trim_matches('/').to_owned(), chunk_studies })
+    }
+}
+
+use cxr_platform::aws::load_sdk_config;
+use cxr_platform::config::{PostgresSettings, S3Settings};
+use cxr_platform::storage::postgres::Database;
+use cxr_platform::storage::s3::ObjectStore;
+
+/// Everything a backup or restore needs, built once per process (a Lambda
+/// container reuses it across invocations).
+pub struct BackupJob {
+    pub db: Database,
+    pub store: ObjectStore,
+    pub settings: BackupSettings,
+}
+
+impl BackupJob {
+    pub async fn from_env(env: &Env) -> anyhow::Result<Self> {
+        let settings = BackupSettings::from_env(env)?;
+        let postgres = PostgresSettings::from_env(env)?;
+        let force_path_style = env.flag_or("S3_FORCE_PATH_STYLE", false)?;
+        let sdk = load_sdk_config().await?;
+        let store = ObjectStore::new(&sdk, &S3Settings { images_bucket: settings.bucket.clone(), force_path_style });
+        let db = Database::connect(&postgres).await?;
+        Ok(Self { db, store, settings })
+    }
+
+    pub async fn backup(&self, dry_run: bool) -> Result<export::BackupReport, export::BackupError> {
+        let options = export::BackupOptions {
+            prefix: self.settings.prefix.clone(),
+            chunk_studies: self.settings.chunk_studies,
+            dry_run,
+        };
+        export::run_backup(&self.db, &self.store, &options).await
+    }
+
+    pub async fn restore(&self) -> Result<restore::RestoreReport, restore::RestoreError> {
+        restore::restore(&self.db, &self.store, &self.settings.prefix).await
+    }
+}
+
+/// The EventBridge scheduled event's `detail` (empty for a plain schedule;
+/// `{"dry_run": true}` to rehearse).
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct ScheduledDetail {
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+impl ScheduledDetail {
+    pub fn from_event(event: &serde_json::Value) -> Self {
+        event.get("detail").and_then(|d| serde_json::from_value(d.clone()).ok()).unwrap_or_default()
+    }
+}

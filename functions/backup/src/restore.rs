@@ -1,0 +1,132 @@
+//! Restore: loads every backup under a prefix, oldest first, into an empty
+//! database. Each part's SHA-256 is checked against its manifest before
+//! anything is loaded; a folder without a manifest (a run that never
+//! finished) is skipped and reported.
+
+use std::collections::BTreeMap;
+
+use cxr_platform::storage::postgres::Database;
+use cxr_platform::storage::s3::{ObjectKey, ObjectStore, S3Error};
+use sha2::{Digest, Sha256};
+
+use crate::manifest::{FORMAT, Manifest};
+use crate::tables::{self, TableData, TableDataError};
+
+/// Parts are Parquet of a few MiB; anything far larger is not ours.
+const MAX_PART_BYTES: u64 = 2 << 30;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("the target database already holds {0} studies; restore needs an empty one")]
+    NotEmpty(i64),
+    #[error("no manifest under {0}")]
+    NothingToRestore(String),
+    #[error("manifest {key} is not a {FORMAT} manifest: {reason}")]
+    BadManifest { key: String, reason: String },
+    #[error("part {key} fails its checksum (manifest {expected}, object {actual})")]
+    Checksum { key: String, expected: String, actual: String },
+    #[error(transparent)]
+    Storage(#[from] S3Error),
+    #[error(transparent)]
+    Data(#[from] TableDataError),
+    #[error("loading: {0}")]
+    Load(#[from] sqlx::Error),
+    #[error(transparent)]
+    Database(#[from] cxr_platform::storage::postgres::DbError),
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RestoreReport {
+    pub backups: Vec<String>,
+    pub rows: BTreeMap<String, u64>,
+}
+
+/// Every manifest under `prefix`, oldest window first.
+pub async fn manifests(store: &ObjectStore, prefix: &str) -> Result<Vec<(String, Manifest)>, RestoreError> {
+    let mut found = Vec::new();
+    for object in store.list(prefix).await? {
+        if !object.key.ends_with("/manifest.json") {
+            continue;
+        }
+        let key = ObjectKey::new(object.key.clone()).map_err(|e| S3Error::Other(e.to_string()))?;
+        let bytes = store.get(&key, 64 << 20).await?.bytes;
+        let bad = |reason: String| RestoreError::BadManifest { key: object.key.clone(), reason };
+        let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+        if manifest.format != FORMAT {
+            return Err(bad(format!("format {:?}", manifest.format)));
+        }
+        found.push((object.key, manifest));
+    }
+    found.sort_by_key(|(_, m)| m.watermark_to);
+    Ok(found)
+}
+
+/// Downloads every part of a manifest and checks its checksum.
+pub async fn verify(store: &ObjectStore, manifest: &Manifest) -> Result<BTreeMap<String, Vec<TableData>>, RestoreError> {
+    let mut loaded = BTreeMap::new();
+    for table in tables::ALL {
+        let Some(entry) = manifest.tables.get(table.name) else { continue };
+        let mut parts = Vec::new();
+        for part in &entry.parts {
+            let key = ObjectKey::new(part.key.clone()).map_err(|e| S3Error::Other(e.to_string()))?;
+            let bytes = store.get(&key, MAX_PART_BYTES).await?.bytes;
+            let actual = hex::encode(Sha256::digest(&bytes));
+            if actual != part.sha256 {
+                return Err(RestoreError::Checksum { key: part.key.clone(), expected: part.sha256.clone(), actual });
+            }
+            parts.push(TableData::from_parquet(table, bytes)?);
+        }
+        loaded.insert(table.name.to_owned(), parts);
+    }
+    Ok(loaded)
+}
+
+pub async fn restore(db: &Database, store: &ObjectStore, prefix: &str) -> Result<RestoreReport, RestoreError> {
+    let studies: i64 = sqlx::query_scalar("SELECT count(*) FROM studies").fetch_one(db.pool()).await?;
+    if studies > 0 {
+        return Err(RestoreError::NotEmpty(studies));
+    }
+    let manifests = manifests(store, prefix).await?;
+    if manifests.is_empty() {
+        return Err(RestoreError::NothingToRestore(prefix.to_owned()));
+    }
+    let mut report = RestoreReport::default();
+    for (key, manifest) in manifests {
+        let data = verify(store, &manifest).await?;
+        let mut tx = db.begin().await?;
+        // The touch triggers would restamp updated_at; the restored values
+        // must be the backed-up ones. Only these triggers are disabled,
+        // inside this transaction: foreign keys stay enforced.
+        for (table, trigger) in [("inference_runs", "inference_runs_touch_study"), ("annotations", "annotations_touch_study"), ("studies", "studies_touch_updated_at")] {
+            sqlx::query(&format!("ALTER TABLE {table} DISABLE TRIGGER {trigger}")).execute(&mut *tx).await?;
+        }
+        for table in tables::ALL {
+            let parts = data.get(table.name).map(Vec::as_slice).unwrap_or_default();
+            if table.name == tables::INFERENCE_RUNS.name {
+                // A later backup carries a study's children whole: replace them.
+                let ids: Vec<i64> = data.get(tables::STUDIES.name).into_iter().flatten().flat_map(|d| d.ids()).collect();
+                sqlx::query("DELETE FROM inference_runs WHERE study_id = ANY($1)").bind(&ids).execute(&mut *tx).await?;
+                sqlx::query("DELETE FROM annotations WHERE study_id = ANY($1)").bind(&ids).execute(&mut *tx).await?;
+            }
+            for part in parts {
+                part.upsert(&mut tx).await?;
+                *report.rows.entry(table.name.to_owned()).or_default() += part.len() as u64;
+            }
+        }
+        for (table, trigger) in [("inference_runs", "inference_runs_touch_study"), ("annotations", "annotations_touch_study"), ("studies", "studies_touch_updated_at")] {
+            sqlx::query(&format!("ALTER TABLE {table} ENABLE TRIGGER {trigger}")).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        tracing::info!(manifest = %key, "backup restored");
+        report.backups.push(key);
+    }
+    // New rows must not collide with restored ids.
+    for table in ["studies", "inference_runs", "findings", "annotations"] {
+        sqlx::query(&format!(
+            "SELECT setval(pg_get_serial_sequence('{table}', 'id'), COALESCE((SELECT max(id) FROM {table}), 0) + 1, false)"
+        ))
+        .execute(db.pool())
+        .await?;
+    }
+    Ok(report)
+}

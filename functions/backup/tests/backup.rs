@@ -1,0 +1,143 @@
+//! The backup job against the real local PostgreSQL and S3 server.
+
+use cxr_backup::export::{BackupError, BackupOptions, run_backup};
+use cxr_backup::restore::{RestoreError, manifests, restore};
+use cxr_platform::jobs::{JobError, lock_key};
+use cxr_platform::storage::postgres::Database;
+use cxr_platform::storage::s3::ObjectStore;
+use cxr_platform::testing::{LocalStack, closed_port, seed, table_fingerprint};
+
+const TABLES: [(&str, &str); 6] = [
+    ("label_sets", "name"),
+    ("labels", "label_set, name"),
+    ("studies", "id"),
+    ("inference_runs", "id"),
+    ("findings", "id"),
+    ("annotations", "id"),
+];
+
+fn options(chunk: u32) -> BackupOptions {
+    BackupOptions { prefix: "rds-backups".into(), chunk_studies: chunk, dry_run: false }
+}
+
+async fn assert_same_content(source: &Database, restored: &Database) {
+    for (table, order) in TABLES {
+        assert_eq!(
+            table_fingerprint(restored, table, order).await,
+            table_fingerprint(source, table, order).await,
+            "table {table} differs after restore"
+        );
+    }
+}
+
+async fn count(db: &Database, table: &str) -> u64 {
+    table_fingerprint(db, table, "1").await.0 as u64
+}
+
+#[tokio::test]
+async fn first_incremental_and_unchanged_runs_restore_to_an_equal_database() {
+    let stack = LocalStack::get();
+    let db = stack.fresh_database().await;
+    let store = stack.fresh_bucket().await;
+    seed(&db, 53, 3).await.expect("seed");
+
+    // First run: everything, in chunks of 10 studies.
+    let first = run_backup(&db, &store, &options(10)).await.expect("first run");
+    for table in ["studies", "inference_runs", "findings", "annotations"] {
+        assert_eq!(first.rows[table], count(&db, table).await, "{table}: every row, children or not");
+    }
+    assert_eq!(first.rows["studies"], 53);
+
+    // Nothing changed: no study rows again (no duplicates), label tables only.
+    let unchanged = run_backup(&db, &store, &options(10)).await.expect("unchanged run");
+    assert_eq!(unchanged.rows["studies"], 0);
+
+    // Changes: an annotation on an old study, and a new study.
+    let annotated: i64 = sqlx::query_scalar("SELECT min(id) FROM studies").fetch_one(db.pool()).await.expect("id");
+    sqlx::query("INSERT INTO annotations (study_id, label_set, label, author) VALUES ($1, 'vinbigdata', 'ILD', 'rad')")
+        .bind(annotated)
+        .execute(db.pool())
+        .await
+        .expect("annotate");
+    seed(&db, 1, 2).await.expect("one more study");
+    let incremental = run_backup(&db, &store, &options(10)).await.expect("incremental run");
+    assert_eq!(incremental.rows["studies"], 2, "the annotated study and the new one");
+
+    assert_eq!(manifests(&store, "rds-backups").await.expect("list").len(), 3);
+    let restored = stack.fresh_database().await;
+    let report = restore(&restored, &store, "rds-backups").await.expect("restore");
+    assert_eq!(report.backups.len(), 3);
+    assert_same_content(&db, &restored).await;
+
+    // Restoring twice into the same database is refused, not doubled.
+    assert!(matches!(restore(&restored, &store, "rds-backups").await, Err(RestoreError::NotEmpty(54))));
+    // New rows after a restore get fresh ids.
+    seed(&restored, 1, 1).await.expect("insert after restore");
+}
+
+#[tokio::test]
+async fn a_failed_or_skipped_run_loses_nothing() {
+    let stack = LocalStack::get();
+    let db = stack.fresh_database().await;
+    let store = stack.fresh_bucket().await;
+    seed(&db, 5, 1).await.expect("seed");
+    run_backup(&db, &store, &options(100)).await.expect("first run");
+
+    // A run that cannot write fails, records why, and does not move the watermark.
+    seed(&db, 4, 1).await.expect("more");
+    let config = aws_sdk_s3::config::Builder::from(&stack.sdk_config())
+        .endpoint_url(format!("http://127.0.0.1:{}", closed_port()))
+        .force_path_style(true)
+        .build();
+    let nowhere = ObjectStore::from_client(aws_sdk_s3::Client::from_conf(config), "backups");
+    let failed = run_backup(&db, &nowhere, &options(100)).await;
+    assert!(matches!(failed, Err(BackupError::Write(_))), "{failed:?}");
+    let error: Option<String> = sqlx::query_scalar("SELECT error FROM job_runs WHERE status = 'failed'")
+        .fetch_one(db.pool())
+        .await
+        .expect("failed run recorded");
+    assert!(error.as_deref().is_some_and(|e| e.contains("S3 is unreachable")), "{error:?}");
+
+    // A dry run reports without writing or moving the watermark either.
+    let dry = run_backup(&db, &store, &BackupOptions { dry_run: true, ..options(100) }).await.expect("dry run");
+    assert_eq!(dry.rows["studies"], 4);
+    assert!(dry.manifest_key.is_none());
+
+    // Skipped schedules (the failed run, any missed ones): the next run covers them.
+    seed(&db, 3, 1).await.expect("more");
+    let catch_up = run_backup(&db, &store, &options(100)).await.expect("catch-up run");
+    assert_eq!(catch_up.rows["studies"], 7);
+    assert_eq!(manifests(&store, "rds-backups").await.expect("list").len(), 2);
+
+    let restored = stack.fresh_database().await;
+    restore(&restored, &store, "rds-backups").await.expect("restore");
+    assert_same_content(&db, &restored).await;
+}
+
+#[tokio::test]
+async fn only_one_run_at_a_time() {
+    let stack = LocalStack::get();
+    let db = stack.fresh_database().await;
+    let store = stack.fresh_bucket().await;
+    let mut holder = db.pool().acquire().await.expect("connection");
+    sqlx::query("SELECT pg_advisory_lock($1)").bind(lock_key("backup")).execute(&mut *holder).await.expect("lock");
+    let second = run_backup(&db, &store, &options(10)).await;
+    assert!(matches!(second, Err(BackupError::Job(JobError::AlreadyRunning(_)))), "{second:?}");
+    let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM job_runs").fetch_one(db.pool()).await.expect("count");
+    assert_eq!(runs, 0, "a refused run writes nothing");
+}
+
+#[tokio::test]
+async fn a_corrupted_part_is_caught_before_loading() {
+    let stack = LocalStack::get();
+    let db = stack.fresh_database().await;
+    let store = stack.fresh_bucket().await;
+    seed(&db, 5, 1).await.expect("seed");
+    run_backup(&db, &store, &options(100)).await.expect("backup");
+    let part = store.list("rds-backups/").await.expect("list").into_iter().find(|o| o.key.contains("/studies/")).expect("a part");
+    let key = cxr_platform::storage::s3::ObjectKey::new(part.key).expect("key");
+    store.put(&key, b"PAR1 not really".to_vec(), "application/vnd.apache.parquet").await.expect("overwrite");
+    let restored = stack.fresh_database().await;
+    assert!(matches!(restore(&restored, &store, "rds-backups").await, Err(RestoreError::Checksum { .. })));
+    assert_eq!(count(&restored, "studies").await, 0, "nothing loaded");
+}
