@@ -1,0 +1,96 @@
+//! A backup killed with SIGKILL halfway, then run again, leaves the same
+//! backup as a run that was never interrupted.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use cxr_backup::restore::{manifests, restore};
+use cxr_platform::storage::postgres::Database;
+use cxr_platform::storage::s3::ObjectStore;
+use cxr_platform::testing::{LocalStack, seed, table_fingerprint};
+
+fn backup_command(database_url: &str, bucket: &str) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_backup"));
+    command.arg("run").env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (name, value) in LocalStack::get().vars() {
+        command.env(name, value);
+    }
+    command
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("DATABASE_URL", database_url)
+        .env("BACKUP_BUCKET", bucket)
+        .env("BACKUP_CHUNK_STUDIES", "1")
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true);
+    command
+}
+
+/// Every part of every manifest: path below the run's folder -> checksum.
+async fn parts(store: &ObjectStore) -> BTreeMap<String, String> {
+    let mut all = BTreeMap::new();
+    for (_, manifest) in manifests(store, "rds-backups").await.expect("manifests") {
+        for entry in manifest.tables.values() {
+            for part in &entry.parts {
+                let relative = part.key.splitn(6, '/').nth(5).expect("folder/table/part").to_owned();
+                assert!(all.insert(relative, part.sha256.clone()).is_none(), "part listed twice");
+            }
+        }
+    }
+    all
+}
+
+async fn next_chunk(db: &Database) -> i64 {
+    sqlx::query_scalar("SELECT COALESCE(max((checkpoint->>'next_chunk')::bigint), 0) FROM job_runs")
+        .fetch_one(db.pool())
+        .await
+        .expect("checkpoint")
+}
+
+#[tokio::test]
+async fn sigkill_halfway_then_rerun_equals_an_uninterrupted_run() {
+    let stack = LocalStack::get();
+    let url = stack.fresh_database_url().await;
+    let db = Database::connect(&stack.postgres_settings(&url)).await.expect("connect");
+    db.migrate().await.expect("migrate");
+    seed(&db, 120, 2).await.expect("seed");
+
+    // Reference: one uninterrupted run. Then forget it (watermark reset).
+    let reference = stack.fresh_bucket().await;
+    let status = backup_command(&url, reference.bucket()).status().await.expect("run");
+    assert!(status.success());
+    sqlx::query("DELETE FROM job_runs").execute(db.pool()).await.expect("reset watermark");
+
+    // Interrupted: kill -9 once a third of the chunks are written.
+    let interrupted = stack.fresh_bucket().await;
+    let mut child = backup_command(&url, interrupted.bucket()).spawn().expect("spawn");
+    let started = Instant::now();
+    while next_chunk(&db).await < 40 {
+        assert!(started.elapsed() < Duration::from_secs(60), "backup made no progress");
+        assert!(child.try_wait().expect("poll").is_none(), "finished before it could be killed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    child.kill().await.expect("SIGKILL");
+    let killed_at = next_chunk(&db).await;
+    assert!(killed_at < 120, "killed halfway (at chunk {killed_at})");
+    assert!(manifests(&interrupted, "rds-backups").await.expect("list").is_empty(), "no manifest for an unfinished run");
+
+    // Run again: it resumes the dead run's window from its checkpoint.
+    let status = backup_command(&url, interrupted.bucket()).status().await.expect("rerun");
+    assert!(status.success());
+    let (failed, resumed): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE status = 'failed' AND error LIKE 'interrupted%'),
+                count(*) FILTER (WHERE status = 'succeeded')
+           FROM job_runs",
+    )
+    .fetch_one(db.pool())
+    .await
+    .expect("runs");
+    assert_eq!((failed, resumed), (1, 1));
+
+    assert_eq!(parts(&interrupted).await, parts(&reference).await, "same parts, same bytes");
+    let restored = stack.fresh_database().await;
+    restore(&restored, &interrupted, "rds-backups").await.expect("restore");
+    for (table, order) in [("studies", "id"), ("inference_runs", "id"), ("findings", "id"), ("annotations", "id")] {
+        assert_eq!(table_fingerprint(&restored, table, order).await, table_fingerprint(&db, table, order).await, "{table}");
+    }
+}
