@@ -233,6 +233,7 @@ export AWS_ENDPOINT_URL_S3=http://127.0.0.1:$S3_PORT
 export AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:$DYNAMODB_PORT
 export S3_FORCE_PATH_STYLE=true
 export IMAGES_BUCKET=cxr-images
+export BACKUP_BUCKET=cxr-backups
 export RESULTS_TABLE=cxr-results
 export DATABASE_URL=postgres://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/$PG_DATABASE
 export DOCUMENTDB_URI=mongodb://127.0.0.1:$DOCUMENTDB_PORT/?directConnection=true
@@ -276,7 +277,7 @@ cmd_up() {
 
 Local stack is up. Data: $STACK_DIR (logs in $STACK_DIR/logs)
   PostgreSQL (RDS)        $DATABASE_URL
-  S3 (s3s-fs)             $AWS_ENDPOINT_URL_S3   bucket $IMAGES_BUCKET
+  S3 (s3s-fs)             $AWS_ENDPOINT_URL_S3   buckets $IMAGES_BUCKET, $BACKUP_BUCKET
   DynamoDB (dynalite)     $AWS_ENDPOINT_URL_DYNAMODB   table $RESULTS_TABLE
   DocumentDB (SecantusDB) $DOCUMENTDB_URI   database $DOCUMENTDB_DATABASE
 

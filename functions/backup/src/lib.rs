@@ -79,3 +79,29 @@ impl ScheduledDetail {
         event.get("detail").and_then(|d| serde_json::from_value(d.clone()).ok()).unwrap_or_default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(name: &str) -> serde_json::Value {
+        let path = format!("{}/../../events/{name}", env!("CARGO_MANIFEST_DIR"));
+        serde_json::from_str(&std::fs::read_to_string(path).expect("sample event")).expect("JSON")
+    }
+
+    #[test]
+    fn sample_scheduled_events_parse() {
+        assert!(!ScheduledDetail::from_event(&event("backup-scheduled.json")).dry_run);
+        assert!(ScheduledDetail::from_event(&event("backup-scheduled-dry-run.json")).dry_run);
+    }
+
+    #[test]
+    fn settings_name_missing_and_malformed_variables() {
+        let env = |pairs: &[(&str, &str)]| Env::from_map(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+        assert!(matches!(BackupSettings::from_env(&env(&[])), Err(ConfigError::Missing { name: "BACKUP_BUCKET", .. })));
+        let bad = env(&[("BACKUP_BUCKET", "b"), ("BACKUP_CHUNK_STUDIES", "0")]);
+        assert!(matches!(BackupSettings::from_env(&bad), Err(ConfigError::Malformed { name: "BACKUP_CHUNK_STUDIES", .. })));
+        let ok = BackupSettings::from_env(&env(&[("BACKUP_BUCKET", "b"), ("BACKUP_PREFIX", "/x/y/")])).expect("valid");
+        assert_eq!((ok.prefix.as_str(), ok.chunk_studies), ("x/y", 2000));
+    }
+}
