@@ -12,6 +12,14 @@ use sha2::{Digest, Sha256};
 use crate::manifest::{FORMAT, Manifest};
 use crate::tables::{self, TableData, TableDataError};
 
+/// The triggers that restamp `updated_at`: off while restoring, so restored
+/// rows keep their backed-up timestamps.
+const TOUCH_TRIGGERS: [(&str, &str); 3] = [
+    ("inference_runs", "inference_runs_touch_study"),
+    ("annotations", "annotations_touch_study"),
+    ("studies", "studies_touch_updated_at"),
+];
+
 /// Parts are Parquet of a few MiB; anything far larger is not ours.
 const MAX_PART_BYTES: u64 = 2 << 30;
 
@@ -94,10 +102,9 @@ pub async fn restore(db: &Database, store: &ObjectStore, prefix: &str) -> Result
     for (key, manifest) in manifests {
         let data = verify(store, &manifest).await?;
         let mut tx = db.begin().await?;
-        // The touch triggers would restamp updated_at; the restored values
-        // must be the backed-up ones. Only these triggers are disabled,
-        // inside this transaction: foreign keys stay enforced.
-        for (table, trigger) in [("inference_runs", "inference_runs_touch_study"), ("annotations", "annotations_touch_study"), ("studies", "studies_touch_updated_at")] {
+        // Only the touch triggers are disabled, inside this transaction:
+        // foreign keys stay enforced.
+        for (table, trigger) in TOUCH_TRIGGERS {
             sqlx::query(&format!("ALTER TABLE {table} DISABLE TRIGGER {trigger}")).execute(&mut *tx).await?;
         }
         for table in tables::ALL {
@@ -113,7 +120,7 @@ pub async fn restore(db: &Database, store: &ObjectStore, prefix: &str) -> Result
                 *report.rows.entry(table.name.to_owned()).or_default() += part.len() as u64;
             }
         }
-        for (table, trigger) in [("inference_runs", "inference_runs_touch_study"), ("annotations", "annotations_touch_study"), ("studies", "studies_touch_updated_at")] {
+        for (table, trigger) in TOUCH_TRIGGERS {
             sqlx::query(&format!("ALTER TABLE {table} ENABLE TRIGGER {trigger}")).execute(&mut *tx).await?;
         }
         tx.commit().await?;
