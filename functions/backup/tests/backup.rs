@@ -85,11 +85,7 @@ async fn a_failed_or_skipped_run_loses_nothing() {
 
     // A run that cannot write fails, records why, and does not move the watermark.
     seed(&db, 4, 1).await.expect("more");
-    let config = aws_sdk_s3::config::Builder::from(&stack.sdk_config())
-        .endpoint_url(format!("http://127.0.0.1:{}", closed_port()))
-        .force_path_style(true)
-        .build();
-    let nowhere = ObjectStore::from_client(aws_sdk_s3::Client::from_conf(config), "backups");
+    let nowhere = ObjectStore::from_client(stack.s3_client_at(&format!("http://127.0.0.1:{}", closed_port())), "backups");
     let failed = run_backup(&db, &nowhere, &options(100)).await;
     assert!(matches!(failed, Err(BackupError::Write(_))), "{failed:?}");
     let error: Option<String> = sqlx::query_scalar("SELECT error FROM job_runs WHERE status = 'failed'")

@@ -112,10 +112,12 @@ impl LocalStack {
     }
 
     pub fn s3_client(&self) -> aws_sdk_s3::Client {
-        let config = aws_sdk_s3::config::Builder::from(&self.sdk_config())
-            .endpoint_url(self.var("AWS_ENDPOINT_URL_S3"))
-            .force_path_style(true)
-            .build();
+        self.s3_client_at(self.var("AWS_ENDPOINT_URL_S3"))
+    }
+
+    /// An S3 client for another endpoint, e.g. `closed_port()` for outages.
+    pub fn s3_client_at(&self, endpoint: &str) -> aws_sdk_s3::Client {
+        let config = aws_sdk_s3::config::Builder::from(&self.sdk_config()).endpoint_url(endpoint).force_path_style(true).build();
         aws_sdk_s3::Client::from_conf(config)
     }
 

@@ -134,11 +134,8 @@ async fn presigned_get_reads_one_object_until_it_expires() {
 #[tokio::test]
 async fn unreachable_server_is_a_clear_error() {
     let stack = LocalStack::get();
-    let config = aws_sdk_s3::config::Builder::from(&stack.sdk_config())
-        .endpoint_url(format!("http://127.0.0.1:{}", closed_port()))
-        .force_path_style(true)
-        .build();
-    let store = ObjectStore::from_client(aws_sdk_s3::Client::from_conf(config), "images");
+    let client = stack.s3_client_at(&format!("http://127.0.0.1:{}", closed_port()));
+    let store = ObjectStore::from_client(client, "images");
     match store.get(&key("k"), 10).await {
         Err(e @ S3Error::Unavailable(_)) => assert!(e.to_string().contains("unreachable"), "{e}"),
         other => panic!("expected Unavailable, got {other:?}"),
