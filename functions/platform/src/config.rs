@@ -17,10 +17,12 @@ pub enum ConfigError {
     Malformed { name: &'static str, reason: String },
 }
 
+type Lookup = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
 /// Where settings come from: the process environment in production, a map
 /// in tests (mutating the process environment is unsound with threads).
 pub struct Env {
-    lookup: Box<dyn Fn(&str) -> Option<String> + Send + Sync>,
+    lookup: Lookup,
 }
 
 impl Env {

@@ -223,19 +223,6 @@ fn replace_database(url: &str, database: &str) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_urls() {
-        assert_eq!(host_port("http://127.0.0.1:59000").as_deref(), Some("127.0.0.1:59000"));
-        assert_eq!(host_port("postgres://u:p@127.0.0.1:55432/cxr").as_deref(), Some("127.0.0.1:55432"));
-        assert_eq!(host_port("mongodb://127.0.0.1:57017/?directConnection=true").as_deref(), Some("127.0.0.1:57017"));
-        assert_eq!(replace_database("postgres://u:p@h:1/cxr?sslmode=disable", "t"), "postgres://u:p@h:1/t?sslmode=disable");
-    }
-}
-
 /// Generated data-lake content for job tests and benchmarks: `studies`
 /// studies (every 10th without any inference, every 4th with annotations),
 /// each of the others with one inference run of `findings_per_study`
@@ -303,4 +290,17 @@ pub async fn table_fingerprint(db: &Database, table: &str, order_by: &str) -> (i
     .fetch_one(db.pool())
     .await
     .expect("fingerprint")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_urls() {
+        assert_eq!(host_port("http://127.0.0.1:59000").as_deref(), Some("127.0.0.1:59000"));
+        assert_eq!(host_port("postgres://u:p@127.0.0.1:55432/cxr").as_deref(), Some("127.0.0.1:55432"));
+        assert_eq!(host_port("mongodb://127.0.0.1:57017/?directConnection=true").as_deref(), Some("127.0.0.1:57017"));
+        assert_eq!(replace_database("postgres://u:p@h:1/cxr?sslmode=disable", "t"), "postgres://u:p@h:1/t?sslmode=disable");
+    }
 }
