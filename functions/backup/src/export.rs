@@ -189,7 +189,7 @@ async fn export(
 
     if !options.dry_run {
         let manifest = Manifest::new(job.run().id, job.resumed_from(), window, options.chunk_studies, checkpoint.tables.clone());
-        let key = ObjectKey::new(format!("{folder}/manifest.json")).map_err(|e| BackupError::Write(S3Error::Other(e.to_string())))?;
+        let key = ObjectKey::new(format!("{folder}/manifest.json")).map_err(S3Error::from)?;
         store.put(&key, manifest.to_json().map_err(BackupError::Checkpoint)?, "application/json").await?;
         report.manifest_key = Some(key.to_string());
     }
@@ -244,7 +244,7 @@ async fn write_part(
     report.parts += 1;
     report.bytes += part.bytes;
     if !dry_run {
-        let object = ObjectKey::new(key).map_err(|e| BackupError::Write(S3Error::Other(e.to_string())))?;
+        let object = ObjectKey::new(key).map_err(S3Error::from)?;
         store.put(&object, bytes, "application/vnd.apache.parquet").await?;
     }
     entry.parts.push(part);

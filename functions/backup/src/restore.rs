@@ -56,7 +56,7 @@ pub async fn manifests(store: &ObjectStore, prefix: &str) -> Result<Vec<(String,
         if !object.key.ends_with("/manifest.json") {
             continue;
         }
-        let key = ObjectKey::new(object.key.clone()).map_err(|e| S3Error::Other(e.to_string()))?;
+        let key = ObjectKey::new(object.key.clone()).map_err(S3Error::from)?;
         let bytes = store.get(&key, 64 << 20).await?.bytes;
         let bad = |reason: String| RestoreError::BadManifest { key: object.key.clone(), reason };
         let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
@@ -76,7 +76,7 @@ pub async fn verify(store: &ObjectStore, manifest: &Manifest) -> Result<BTreeMap
         let Some(entry) = manifest.tables.get(table.name) else { continue };
         let mut parts = Vec::new();
         for part in &entry.parts {
-            let key = ObjectKey::new(part.key.clone()).map_err(|e| S3Error::Other(e.to_string()))?;
+            let key = ObjectKey::new(part.key.clone()).map_err(S3Error::from)?;
             let bytes = store.get(&key, MAX_PART_BYTES).await?.bytes;
             let actual = hex::encode(Sha256::digest(&bytes));
             if actual != part.sha256 {

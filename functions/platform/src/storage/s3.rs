@@ -61,6 +61,8 @@ pub enum S3Error {
     TooLarge { key: String, size: u64, limit: u64 },
     #[error("S3 is unreachable: {0}")]
     Unavailable(String),
+    #[error(transparent)]
+    InvalidKey(#[from] InvalidKey),
     #[error("presigned URL cannot be made: {0}")]
     Presign(String),
     #[error("S3 answered {status} {code}: {message}")]
