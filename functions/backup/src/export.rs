@@ -11,6 +11,7 @@ use cxr_platform::storage::postgres::Database;
 use cxr_platform::storage::s3::{ObjectKey, ObjectStore, S3Error};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use sqlx::Row;
 use time::OffsetDateTime;
 
 use crate::manifest::{Manifest, PartEntry, TableEntry};
@@ -86,54 +87,71 @@ pub fn run_prefix(prefix: &str, window: &Window) -> String {
 }
 
 pub async fn run_backup(db: &Database, store: &ObjectStore, options: &BackupOptions) -> Result<BackupReport, BackupError> {
-    let job = Job::begin(db, JOB_NAME, options.dry_run).await?;
-    let mut report = BackupReport { dry_run: options.dry_run, resumed_from: job.resumed_from(), ..Default::default() };
-    match export(db, store, options, &job, &mut report).await {
-        Ok(()) => {
-            job.succeed(&counts(&report)).await?;
+    let mut job = Job::begin(db, JOB_NAME, options.dry_run).await?;
+    let mut checkpoint = Checkpoint::default();
+    match export(db, store, options, &mut job, &mut checkpoint).await {
+        Ok(manifest_key) => {
+            let report = BackupReport {
+                dry_run: options.dry_run,
+                manifest_key,
+                rows: checkpoint.rows(),
+                parts: checkpoint.parts(),
+                bytes: checkpoint.bytes(),
+                resumed_from: job.resumed_from(),
+            };
+            job.succeed(&checkpoint.counts()).await?;
             Ok(report)
         }
         Err(err) => {
             // Recorded, never swallowed; the watermark stays put, so the next
             // run covers this window again.
-            job.fail(&counts(&report), &err.to_string()).await?;
+            job.fail(&checkpoint.counts(), &err.to_string()).await?;
             Err(err)
         }
     }
 }
 
-fn counts(report: &BackupReport) -> serde_json::Value {
-    serde_json::json!({ "rows": report.rows, "parts": report.parts, "bytes": report.bytes })
+impl Checkpoint {
+    /// Rows per table, every table named (0 when it had none).
+    fn rows(&self) -> BTreeMap<String, u64> {
+        tables::ALL
+            .iter()
+            .map(|t| (t.name.to_owned(), self.tables.get(t.name).map_or(0, |e| e.rows)))
+            .collect()
+    }
+
+    fn parts(&self) -> u64 {
+        self.tables.values().map(|e| e.parts.len() as u64).sum()
+    }
+
+    fn bytes(&self) -> u64 {
+        self.tables.values().flat_map(|e| &e.parts).map(|p| p.bytes).sum()
+    }
+
+    fn counts(&self) -> serde_json::Value {
+        serde_json::json!({ "rows": self.rows(), "parts": self.parts(), "bytes": self.bytes() })
+    }
 }
 
+/// Writes the backup; returns the manifest's key (none for a dry run).
+/// `checkpoint` holds all progress, resumed from the job's if it has one.
 async fn export(
     db: &Database,
     store: &ObjectStore,
     options: &BackupOptions,
-    job: &Job,
-    report: &mut BackupReport,
-) -> Result<(), BackupError> {
+    job: &mut Job,
+    checkpoint: &mut Checkpoint,
+) -> Result<Option<String>, BackupError> {
     let window = job.window();
     let folder = run_prefix(&options.prefix, &window);
-    let mut checkpoint: Checkpoint = match job.checkpoint() {
-        Some(value) => serde_json::from_value(value.clone()).map_err(BackupError::Checkpoint)?,
-        None => Checkpoint::default(),
-    };
-    if job.resumed_from().is_some() {
+    if let Some(value) = job.checkpoint() {
+        *checkpoint = serde_json::from_value(value.clone()).map_err(BackupError::Checkpoint)?;
         tracing::info!(chunk = checkpoint.next_chunk, "resuming an interrupted backup");
-    }
-    for table in tables::ALL {
-        report.rows.insert(table.name.to_owned(), 0);
-    }
-    for (table, entry) in &checkpoint.tables {
-        report.rows.insert(table.clone(), entry.rows);
-        report.parts += entry.parts.len() as u64;
-        report.bytes += entry.parts.iter().map(|p| p.bytes).sum::<u64>();
     }
 
     loop {
         let chunk = checkpoint.next_chunk;
-        let mut tx = db.begin().await.map_err(|e| BackupError::Job(e.into()))?;
+        let mut tx = db.begin().await.map_err(JobError::from)?;
         // One snapshot per chunk: a study and its children as of one moment.
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
         let studies = sqlx::query(&format!(
@@ -150,13 +168,8 @@ async fn export(
         .bind(i64::from(options.chunk_studies.max(1)))
         .fetch_all(&mut *tx)
         .await?;
-        if studies.is_empty() {
-            break;
-        }
-        let last = studies.last().map(|r| {
-            use sqlx::Row;
-            (r.get::<OffsetDateTime, _>("updated_at"), r.get::<i64, _>("id"))
-        });
+        let Some(last) = studies.last() else { break };
+        let (last_updated_at, last_id): (OffsetDateTime, i64) = (last.try_get("updated_at")?, last.try_get("id")?);
         let studies = TableData::from_rows(&tables::STUDIES, &studies)?;
         let ids = studies.ids();
         let runs = children(&mut tx, &tables::INFERENCE_RUNS, "study_id", &ids).await?;
@@ -165,16 +178,14 @@ async fn export(
         tx.commit().await?;
 
         for data in [&studies, &runs, &findings, &annotations] {
-            write_part(store, &folder, chunk, data, options.dry_run, &mut checkpoint, report).await?;
+            write_part(store, &folder, chunk, data, options.dry_run, checkpoint).await?;
         }
         checkpoint.next_chunk = chunk + 1;
-        if let Some((updated_at, id)) = last {
-            checkpoint.after_updated_at = Some(updated_at);
-            checkpoint.after_id = id;
-        }
-        let value = serde_json::to_value(&checkpoint).map_err(BackupError::Checkpoint)?;
-        db.save_job_checkpoint(job.run(), &value, &counts(report)).await.map_err(|e| BackupError::Job(e.into()))?;
-        tracing::info!(chunk, studies = studies.len(), rows = ?report.rows, "backup chunk written");
+        checkpoint.after_updated_at = Some(last_updated_at);
+        checkpoint.after_id = last_id;
+        let value = serde_json::to_value(&*checkpoint).map_err(BackupError::Checkpoint)?;
+        job.save_checkpoint(value, &checkpoint.counts()).await?;
+        tracing::info!(chunk, studies = studies.len(), rows = ?checkpoint.rows(), "backup chunk written");
     }
 
     // Small reference tables: whole, every run.
@@ -184,16 +195,16 @@ async fn export(
             .await?;
         let data = TableData::from_rows(table, &rows)?;
         checkpoint.tables.remove(table.name);
-        write_part(store, &folder, 0, &data, options.dry_run, &mut checkpoint, report).await?;
+        write_part(store, &folder, 0, &data, options.dry_run, checkpoint).await?;
     }
 
-    if !options.dry_run {
-        let manifest = Manifest::new(job.run().id, job.resumed_from(), window, options.chunk_studies, checkpoint.tables.clone());
-        let key = ObjectKey::new(format!("{folder}/manifest.json")).map_err(S3Error::from)?;
-        store.put(&key, manifest.to_json().map_err(BackupError::Checkpoint)?, "application/json").await?;
-        report.manifest_key = Some(key.to_string());
+    if options.dry_run {
+        return Ok(None);
     }
-    Ok(())
+    let manifest = Manifest::new(job.run().id, job.resumed_from(), window, options.chunk_studies, checkpoint.tables.clone());
+    let key = ObjectKey::new(format!("{folder}/manifest.json")).map_err(S3Error::from)?;
+    store.put(&key, manifest.to_json().map_err(BackupError::Checkpoint)?, "application/json").await?;
+    Ok(Some(key.to_string()))
 }
 
 async fn children(
@@ -220,11 +231,9 @@ async fn write_part(
     data: &TableData,
     dry_run: bool,
     checkpoint: &mut Checkpoint,
-    report: &mut BackupReport,
 ) -> Result<(), BackupError> {
     let name = data.table.name;
     let rows = data.len() as u64;
-    *report.rows.entry(name.to_owned()).or_default() += rows;
     let entry = checkpoint.tables.entry(name.to_owned()).or_default();
     entry.rows += rows;
     if rows == 0 {
@@ -241,8 +250,6 @@ async fn write_part(
         min_id: ids.iter().min().copied(),
         max_id: ids.iter().max().copied(),
     };
-    report.parts += 1;
-    report.bytes += part.bytes;
     if !dry_run {
         let object = ObjectKey::new(key).map_err(S3Error::from)?;
         store.put(&object, bytes, "application/vnd.apache.parquet").await?;
