@@ -30,6 +30,12 @@ async fn assert_same_content(source: &Database, restored: &Database) {
     }
 }
 
+/// A migrated database and a bucket of their own.
+async fn fresh_lake() -> (Database, ObjectStore) {
+    let stack = LocalStack::get();
+    (stack.fresh_database().await, stack.fresh_bucket().await)
+}
+
 async fn count(db: &Database, table: &str) -> u64 {
     table_fingerprint(db, table, "1").await.0 as u64
 }
@@ -37,8 +43,7 @@ async fn count(db: &Database, table: &str) -> u64 {
 #[tokio::test]
 async fn first_incremental_and_unchanged_runs_restore_to_an_equal_database() {
     let stack = LocalStack::get();
-    let db = stack.fresh_database().await;
-    let store = stack.fresh_bucket().await;
+    let (db, store) = fresh_lake().await;
     seed(&db, 53, 3).await.expect("seed");
 
     // First run: everything, in chunks of 10 studies.
@@ -78,8 +83,7 @@ async fn first_incremental_and_unchanged_runs_restore_to_an_equal_database() {
 #[tokio::test]
 async fn a_failed_or_skipped_run_loses_nothing() {
     let stack = LocalStack::get();
-    let db = stack.fresh_database().await;
-    let store = stack.fresh_bucket().await;
+    let (db, store) = fresh_lake().await;
     seed(&db, 5, 1).await.expect("seed");
     run_backup(&db, &store, &options(100)).await.expect("first run");
 
@@ -112,9 +116,7 @@ async fn a_failed_or_skipped_run_loses_nothing() {
 
 #[tokio::test]
 async fn only_one_run_at_a_time() {
-    let stack = LocalStack::get();
-    let db = stack.fresh_database().await;
-    let store = stack.fresh_bucket().await;
+    let (db, store) = fresh_lake().await;
     let mut holder = db.pool().acquire().await.expect("connection");
     sqlx::query("SELECT pg_advisory_lock($1)").bind(lock_key("backup")).execute(&mut *holder).await.expect("lock");
     let second = run_backup(&db, &store, &options(10)).await;
@@ -126,8 +128,7 @@ async fn only_one_run_at_a_time() {
 #[tokio::test]
 async fn a_corrupted_part_is_caught_before_loading() {
     let stack = LocalStack::get();
-    let db = stack.fresh_database().await;
-    let store = stack.fresh_bucket().await;
+    let (db, store) = fresh_lake().await;
     seed(&db, 5, 1).await.expect("seed");
     run_backup(&db, &store, &options(100)).await.expect("backup");
     let part = store.list("rds-backups/").await.expect("list").into_iter().find(|o| o.key.contains("/studies/")).expect("a part");
