@@ -94,3 +94,30 @@ async fn sigkill_halfway_then_rerun_equals_an_uninterrupted_run() {
         assert_eq!(table_fingerprint(&restored, table, order).await, table_fingerprint(&db, table, order).await, "{table}");
     }
 }
+
+#[tokio::test]
+async fn a_dry_run_leaves_a_dead_run_for_the_next_real_run_to_resume() {
+    let stack = LocalStack::get();
+    let db = stack.fresh_database().await;
+    let store = stack.fresh_bucket().await;
+    seed(&db, 3, 1).await.expect("seed");
+    // A real run that died: still marked running, with its window.
+    let to = cxr_platform::jobs::safe_ceiling(&db).await.expect("ceiling");
+    let dead = db.start_job_run("backup", false, None, Some(to)).await.expect("dead run");
+
+    let options = cxr_backup::export::BackupOptions { prefix: "rds-backups".into(), chunk_studies: 10, dry_run: true };
+    let dry = cxr_backup::export::run_backup(&db, &store, &options).await.expect("dry run");
+    assert_eq!(dry.resumed_from, None);
+    let status: String = sqlx::query_scalar("SELECT status::text FROM job_runs WHERE id = $1")
+        .bind(dead.id)
+        .fetch_one(db.pool())
+        .await
+        .expect("status");
+    assert_eq!(status, "running", "a dry run does not take over a real run");
+
+    let real = cxr_backup::export::run_backup(&db, &store, &cxr_backup::export::BackupOptions { dry_run: false, ..options })
+        .await
+        .expect("real run");
+    assert_eq!(real.resumed_from, Some(dead.id));
+    assert_eq!(real.rows["studies"], 3);
+}

@@ -87,26 +87,28 @@ impl Job {
             return Err(JobError::AlreadyRunning(job_name.to_owned()));
         }
 
-        // Holding the lock, any run still marked running is dead.
+        // Holding the lock, any run of this mode still marked running is
+        // dead. A dry run leaves dead real runs alone: only a real run
+        // resumes them.
         let dead: Vec<PgRow> = sqlx::query(
             "UPDATE job_runs SET status = 'failed', finished_at = now(),
                     error = 'interrupted before it finished (process killed or timed out); the next run resumed it'
-              WHERE job_name = $1 AND status = 'running'
-              RETURNING id, dry_run, watermark_from, watermark_to, checkpoint",
+              WHERE job_name = $1 AND status = 'running' AND dry_run = $2
+              RETURNING id, watermark_from, watermark_to, checkpoint",
         )
         .bind(job_name)
+        .bind(dry_run)
         .fetch_all(db.pool())
         .await?;
-        let resumable = dead
-            .iter()
-            .filter(|r| !r.get::<bool, _>("dry_run"))
-            .max_by_key(|r| r.get::<i64, _>("id"))
-            .filter(|_| !dry_run);
+        let resumable = dead.iter().max_by_key(|r| r.get::<i64, _>("id")).filter(|_| !dry_run);
 
         let (window, checkpoint, resumed_from) = match resumable {
             Some(row) => {
-                let to: Option<OffsetDateTime> = row.try_get("watermark_to")?;
-                let window = Window { from: row.try_get("watermark_from")?, to: to.unwrap_or(safe_ceiling(db).await?) };
+                let to = match row.try_get::<Option<OffsetDateTime>, _>("watermark_to")? {
+                    Some(to) => to,
+                    None => safe_ceiling(db).await?,
+                };
+                let window = Window { from: row.try_get("watermark_from")?, to };
                 (window, row.try_get("checkpoint")?, Some(row.try_get::<i64, _>("id")?))
             }
             None => (Window { from: db.last_job_watermark(job_name).await?, to: safe_ceiling(db).await? }, None, None),
