@@ -36,6 +36,16 @@ PG_USER=cxr
 PG_PASSWORD=cxr-local-password
 PG_DATABASE=cxr
 
+# PostgreSQL refuses to run as root, so as root it runs as the `postgres`
+# user, which must be able to reach its files. In a checkout that user cannot
+# enter (say a 0700 temporary directory) they live in a directory of its own,
+# named after the stack directory, instead of under it.
+PG_HOME=$STACK_DIR/pg
+if [ "$(id -u)" = 0 ] && ! runuser -u postgres -- test -x "$(dirname "$STACK_DIR")" 2>/dev/null; then
+  PG_HOME=/var/lib/cxr-stack/$(printf '%s' "$STACK_DIR" | sha256sum | cut -c1-16)
+fi
+PG_DATA=$PG_HOME/data
+
 log() { printf '\033[1m[dev +%ss]\033[0m %s\n' "$SECONDS" "$*" >&2; }
 die() { printf '\033[1;31m[dev] error:\033[0m %s\n' "$*" >&2; exit 1; }
 
@@ -143,7 +153,7 @@ port_taken() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 refuse_foreign() { die "port $2 is in use by a process this stack did not start; stop it or set $3 to another port (for $1)"; }
 
 start_postgres() {
-  local data=$STACK_DIR/postgres bin
+  local data=$PG_DATA bin
   bin=$(pg_bin)
   if [ -f "$data/postmaster.pid" ] && kill -0 "$(head -1 "$data/postmaster.pid")" 2>/dev/null && healthy_postgres; then
     log "postgres    already running on 127.0.0.1:$PG_PORT"; return
@@ -152,16 +162,15 @@ start_postgres() {
   if [ ! -f "$data/PG_VERSION" ]; then
     log "initialising PostgreSQL data directory"
     rm -rf "$data"; mkdir -p "$data"
-    local pwfile=$STACK_DIR/run/pgpass
+    local pwfile=$PG_HOME/pgpass
     printf '%s\n' "$PG_PASSWORD" >"$pwfile"
-    if [ "$(id -u)" = 0 ]; then chown -R postgres: "$data" "$pwfile"; fi
+    if [ "$(id -u)" = 0 ]; then chown -R postgres: "$PG_HOME"; fi
     pg_run "$bin/initdb" -D "$data" -U "$PG_USER" --pwfile="$pwfile" --auth-local=trust \
       --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 >"$STACK_DIR/logs/initdb.log"
     rm -f "$pwfile"
   fi
-  if [ "$(id -u)" = 0 ]; then chown postgres: "$STACK_DIR/logs"; fi
   # A test stack: durability off (fsync) for speed; many connections for parallel tests.
-  pg_run "$bin/pg_ctl" -D "$data" -l "$STACK_DIR/logs/postgres.log" -w -t 30 start -o \
+  pg_run "$bin/pg_ctl" -D "$data" -l "$PG_HOME/postgres.log" -w -t 30 start -o \
     "-p $PG_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c max_connections=300 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" >/dev/null
   wait_until postgres 120 healthy_postgres
   if [ "$(PGPASSWORD=$PG_PASSWORD psql -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER" -d postgres -tAc \
@@ -216,8 +225,8 @@ stop_stack() {
   stop_pidfile documentdb
   stop_pidfile dynamodb
   stop_pidfile s3
-  if [ -f "$STACK_DIR/postgres/postmaster.pid" ]; then
-    pg_run "$(pg_bin)/pg_ctl" -D "$STACK_DIR/postgres" -m fast -w stop >/dev/null 2>&1 || true
+  if [ -f "$PG_DATA/postmaster.pid" ]; then
+    pg_run "$(pg_bin)/pg_ctl" -D "$PG_DATA" -m fast -w stop >/dev/null 2>&1 || true
     log "postgres stopped"
   fi
 }
@@ -251,7 +260,7 @@ start_stack() {
 }
 
 stack_healthy() {
-  [ -f "$STACK_DIR/postgres/postmaster.pid" ] && pid_alive "$STACK_DIR/run/s3.pid" &&
+  [ -f "$PG_DATA/postmaster.pid" ] && pid_alive "$STACK_DIR/run/s3.pid" &&
     pid_alive "$STACK_DIR/run/dynamodb.pid" && pid_alive "$STACK_DIR/run/documentdb.pid" &&
     healthy_postgres && healthy_s3 && healthy_dynamodb && healthy_documentdb
 }
@@ -317,7 +326,7 @@ case "${1:-}" in
   test) shift; cmd_test "$@" ;;
   down)
     stop_stack
-    if [ "${2:-}" = "--wipe" ]; then rm -rf "$STACK_DIR"; log "deleted $STACK_DIR"; fi ;;
+    if [ "${2:-}" = "--wipe" ]; then rm -rf "$STACK_DIR" "$PG_HOME"; log "deleted $STACK_DIR and $PG_HOME"; fi ;;
   status) status ;;
   env) [ -f "$STACK_DIR/env" ] || write_env; cat "$STACK_DIR/env" ;;
   *) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
