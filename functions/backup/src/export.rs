@@ -5,6 +5,7 @@
 //! full; the manifest last.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use cxr_platform::jobs::{Job, JobError, Window};
 use cxr_platform::storage::postgres::Database;
@@ -27,6 +28,8 @@ pub struct BackupOptions {
     pub chunk_studies: u32,
     /// Report what would be written without writing anything.
     pub dry_run: bool,
+    /// Stop taking chunks after this long and hand the rest to the next run.
+    pub time_budget: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +50,9 @@ pub enum BackupError {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BackupReport {
     pub dry_run: bool,
+    /// False when the run ran out of time and handed the rest of its window
+    /// to the next run (which writes the manifest).
+    pub complete: bool,
     /// Where the manifest is (none for a dry run).
     pub manifest_key: Option<String>,
     pub rows: BTreeMap<String, u64>,
@@ -88,18 +94,29 @@ pub fn run_prefix(prefix: &str, window: &Window) -> String {
 
 pub async fn run_backup(db: &Database, store: &ObjectStore, options: &BackupOptions) -> Result<BackupReport, BackupError> {
     let mut job = Job::begin(db, JOB_NAME, options.dry_run).await?;
+    if let Some(budget) = options.time_budget {
+        job.set_time_budget(budget);
+    }
     let mut checkpoint = Checkpoint::default();
     match export(db, store, options, &mut job, &mut checkpoint).await {
-        Ok(manifest_key) => {
+        Ok(outcome) => {
             let report = BackupReport {
                 dry_run: options.dry_run,
-                manifest_key,
+                complete: !matches!(outcome, Outcome::HandedOver),
+                manifest_key: match outcome {
+                    Outcome::Finished(key) => key,
+                    Outcome::HandedOver => None,
+                },
                 rows: checkpoint.rows(),
                 parts: checkpoint.parts(),
                 bytes: checkpoint.bytes(),
                 resumed_from: job.resumed_from(),
             };
-            job.succeed(&checkpoint.counts()).await?;
+            if report.complete {
+                job.succeed(&checkpoint.counts()).await?;
+            } else {
+                job.hand_over(&checkpoint.counts()).await?;
+            }
             Ok(report)
         }
         Err(err) => {
@@ -133,15 +150,22 @@ impl Checkpoint {
     }
 }
 
-/// Writes the backup; returns the manifest's key (none for a dry run).
-/// `checkpoint` holds all progress, resumed from the job's if it has one.
+enum Outcome {
+    /// The window is backed up; the manifest's key (none for a dry run).
+    Finished(Option<String>),
+    /// Out of time: the checkpoint is saved for the next run.
+    HandedOver,
+}
+
+/// Writes the backup. `checkpoint` holds all progress, resumed from the
+/// job's if it has one.
 async fn export(
     db: &Database,
     store: &ObjectStore,
     options: &BackupOptions,
     job: &mut Job,
     checkpoint: &mut Checkpoint,
-) -> Result<Option<String>, BackupError> {
+) -> Result<Outcome, BackupError> {
     let window = job.window();
     let folder = run_prefix(&options.prefix, &window);
     if let Some(value) = job.checkpoint() {
@@ -186,6 +210,12 @@ async fn export(
         let value = serde_json::to_value(&*checkpoint).map_err(BackupError::Checkpoint)?;
         job.save_checkpoint(value, &checkpoint.counts()).await?;
         tracing::info!(chunk, studies = studies.len(), rows = ?checkpoint.rows(), "backup chunk written");
+        if studies.len() < options.chunk_studies.max(1) as usize {
+            break; // a short chunk is the last one
+        }
+        if job.out_of_time() {
+            return Ok(Outcome::HandedOver);
+        }
     }
 
     // Small reference tables: whole, every run.
@@ -199,12 +229,12 @@ async fn export(
     }
 
     if options.dry_run {
-        return Ok(None);
+        return Ok(Outcome::Finished(None));
     }
     let manifest = Manifest::new(job.run().id, job.resumed_from(), window, options.chunk_studies, checkpoint.tables.clone());
     let key = ObjectKey::new(format!("{folder}/manifest.json")).map_err(S3Error::from)?;
     store.put(&key, manifest.to_json().map_err(BackupError::Checkpoint)?, "application/json").await?;
-    Ok(Some(key.to_string()))
+    Ok(Outcome::Finished(Some(key.to_string())))
 }
 
 async fn children(

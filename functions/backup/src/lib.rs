@@ -29,6 +29,7 @@ impl BackupSettings {
 }
 
 use cxr_platform::aws::load_sdk_config;
+use cxr_platform::jobs::scheduled::{JobSettings, ScheduledRun};
 use cxr_platform::config::{PostgresSettings, S3Settings};
 use cxr_platform::storage::postgres::Database;
 use cxr_platform::storage::s3::ObjectStore;
@@ -39,24 +40,27 @@ pub struct BackupJob {
     pub db: Database,
     pub store: ObjectStore,
     pub settings: BackupSettings,
+    pub job: JobSettings,
 }
 
 impl BackupJob {
     pub async fn from_env(env: &Env) -> anyhow::Result<Self> {
         let settings = BackupSettings::from_env(env)?;
+        let job = JobSettings::from_env(env)?;
         let postgres = PostgresSettings::from_env(env)?;
         let force_path_style = env.flag_or("S3_FORCE_PATH_STYLE", false)?;
         let sdk = load_sdk_config().await?;
         let store = ObjectStore::new(&sdk, &S3Settings { images_bucket: settings.bucket.clone(), force_path_style });
         let db = Database::connect(&postgres).await?;
-        Ok(Self { db, store, settings })
+        Ok(Self { db, store, settings, job })
     }
 
-    pub async fn backup(&self, dry_run: bool) -> Result<export::BackupReport, export::BackupError> {
+    pub async fn backup(&self, run: ScheduledRun) -> Result<export::BackupReport, export::BackupError> {
         let options = export::BackupOptions {
             prefix: self.settings.prefix.clone(),
             chunk_studies: self.settings.chunk_studies,
-            dry_run,
+            dry_run: run.dry_run,
+            time_budget: Some(run.time_budget),
         };
         export::run_backup(&self.db, &self.store, &options).await
     }
@@ -66,34 +70,9 @@ impl BackupJob {
     }
 }
 
-/// The EventBridge scheduled event's `detail` (empty for a plain schedule;
-/// `{"dry_run": true}` to rehearse).
-#[derive(Debug, Default, serde::Deserialize)]
-pub struct ScheduledDetail {
-    #[serde(default)]
-    pub dry_run: bool,
-}
-
-impl ScheduledDetail {
-    pub fn from_event(event: &serde_json::Value) -> Self {
-        event.get("detail").and_then(|d| serde_json::from_value(d.clone()).ok()).unwrap_or_default()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn event(name: &str) -> serde_json::Value {
-        let path = format!("{}/../../events/{name}", env!("CARGO_MANIFEST_DIR"));
-        serde_json::from_str(&std::fs::read_to_string(path).expect("sample event")).expect("JSON")
-    }
-
-    #[test]
-    fn sample_scheduled_events_parse() {
-        assert!(!ScheduledDetail::from_event(&event("backup-scheduled.json")).dry_run);
-        assert!(ScheduledDetail::from_event(&event("backup-scheduled-dry-run.json")).dry_run);
-    }
 
     #[test]
     fn settings_name_missing_and_malformed_variables() {

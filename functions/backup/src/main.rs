@@ -1,7 +1,7 @@
 use clap::{Parser, Subcommand};
-use cxr_backup::{BackupJob, ScheduledDetail};
+use cxr_backup::BackupJob;
 use cxr_platform::config::Env;
-use lambda_runtime::{LambdaEvent, service_fn};
+use cxr_platform::jobs::scheduled::{ScheduledRun, in_lambda, serve_lambda};
 
 #[derive(Parser)]
 #[command(name = "backup", about = "Incremental Parquet backup of the data lake to S3, and restore")]
@@ -26,20 +26,13 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     cxr_platform::telemetry::init();
     let job = BackupJob::from_env(&Env::process()).await?;
-    if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
-        let job = &job;
-        // An error fails the invocation, so EventBridge's retry and the
-        // dead-letter queue see it: nothing is swallowed.
-        lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
-            let detail = ScheduledDetail::from_event(&event.payload);
-            job.backup(detail.dry_run).await.map_err(|e| lambda_runtime::Diagnostic::from(Box::new(e) as Box<dyn std::error::Error + Send + Sync>))
-        }))
-        .await
-        .map_err(|e| anyhow::anyhow!(e))?;
-        return Ok(());
+    if in_lambda() {
+        return serve_lambda(job.job, |run| job.backup(run)).await.map_err(|e| anyhow::anyhow!(e));
     }
     let report = match Cli::parse().command {
-        Command::Run { dry_run } => serde_json::to_value(job.backup(dry_run).await?)?,
+        Command::Run { dry_run } => {
+            serde_json::to_value(job.backup(ScheduledRun { dry_run, time_budget: job.job.time_budget }).await?)?
+        }
         Command::Restore => serde_json::to_value(job.restore().await?)?,
     };
     println!("{}", serde_json::to_string_pretty(&report)?);

@@ -17,7 +17,7 @@ const TABLES: [(&str, &str); 6] = [
 ];
 
 fn options(chunk: u32) -> BackupOptions {
-    BackupOptions { prefix: "rds-backups".into(), chunk_studies: chunk, dry_run: false }
+    BackupOptions { prefix: "rds-backups".into(), chunk_studies: chunk, dry_run: false, time_budget: None }
 }
 
 async fn assert_same_content(source: &Database, restored: &Database) {

@@ -105,7 +105,7 @@ async fn a_dry_run_leaves_a_dead_run_for_the_next_real_run_to_resume() {
     let to = cxr_platform::jobs::safe_ceiling(&db).await.expect("ceiling");
     let dead = db.start_job_run("backup", false, None, Some(to)).await.expect("dead run");
 
-    let options = cxr_backup::export::BackupOptions { prefix: "rds-backups".into(), chunk_studies: 10, dry_run: true };
+    let options = cxr_backup::export::BackupOptions { prefix: "rds-backups".into(), chunk_studies: 10, dry_run: true, time_budget: None };
     let dry = cxr_backup::export::run_backup(&db, &store, &options).await.expect("dry run");
     assert_eq!(dry.resumed_from, None);
     let status: String = sqlx::query_scalar("SELECT status::text FROM job_runs WHERE id = $1")
@@ -120,4 +120,48 @@ async fn a_dry_run_leaves_a_dead_run_for_the_next_real_run_to_resume() {
         .expect("real run");
     assert_eq!(real.resumed_from, Some(dead.id));
     assert_eq!(real.rows["studies"], 3);
+}
+
+#[tokio::test]
+async fn a_run_out_of_time_hands_over_and_the_next_runs_finish_its_window() {
+    let stack = LocalStack::get();
+    let db = stack.fresh_database().await;
+    let store = stack.fresh_bucket().await;
+    seed(&db, 25, 1).await.expect("seed");
+    // A budget spent at once: each run writes one chunk, then hands over.
+    let options = cxr_backup::export::BackupOptions {
+        prefix: "rds-backups".into(),
+        chunk_studies: 10,
+        dry_run: false,
+        time_budget: Some(Duration::ZERO),
+    };
+    let mut reports = Vec::new();
+    loop {
+        let report = cxr_backup::export::run_backup(&db, &store, &options).await.expect("run");
+        let complete = report.complete;
+        reports.push(report);
+        if complete {
+            break;
+        }
+        assert!(reports.len() < 10, "never completed");
+        assert!(manifests(&store, "rds-backups").await.expect("list").is_empty(), "no manifest before the window is done");
+    }
+    // Three chunks of studies; the last run also writes the label tables and the manifest.
+    assert_eq!(reports.len(), 3);
+    assert_eq!(reports.iter().map(|r| r.resumed_from.is_some()).collect::<Vec<_>>(), [false, true, true]);
+    assert_eq!(reports[2].rows["studies"], 25, "the checkpoint carries the totals across runs");
+    let statuses: Vec<String> = sqlx::query_scalar("SELECT status::text FROM job_runs ORDER BY id")
+        .fetch_all(db.pool())
+        .await
+        .expect("runs");
+    assert_eq!(statuses, ["handed_over", "handed_over", "succeeded"]);
+
+    let restored = stack.fresh_database().await;
+    restore(&restored, &store, "rds-backups").await.expect("restore");
+    for table in ["studies", "inference_runs", "findings", "annotations"] {
+        assert_eq!(table_fingerprint(&restored, table, "id").await, table_fingerprint(&db, table, "id").await, "{table}");
+    }
+    // Nothing left to resume: the next run starts a new, empty window.
+    let next = cxr_backup::export::run_backup(&db, &store, &options).await.expect("next");
+    assert_eq!((next.complete, next.resumed_from, next.rows["studies"]), (true, None, 0));
 }

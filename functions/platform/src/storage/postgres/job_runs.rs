@@ -53,6 +53,22 @@ impl Database {
         self.end_job_run(run, "succeeded", counts, None).await
     }
 
+    /// Ends a run that stopped at its time budget with work left: its window
+    /// and checkpoint go to the next run.
+    pub async fn hand_over_job_run(&self, run: &JobRun, counts: &serde_json::Value) -> Result<(), DbError> {
+        self.end_job_run(run, "handed_over", counts, None).await
+    }
+
+    /// Records that `successor` took over `run`'s window and checkpoint.
+    pub async fn mark_job_run_resumed(&self, run_id: i64, successor: &JobRun) -> Result<(), DbError> {
+        sqlx::query("UPDATE job_runs SET resumed_by = $2 WHERE id = $1 AND resumed_by IS NULL")
+            .bind(run_id)
+            .bind(successor.id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
     /// Records a failure with its reason; the error is kept, not swallowed.
     pub async fn fail_job_run(&self, run: &JobRun, counts: &serde_json::Value, error: &str) -> Result<(), DbError> {
         self.end_job_run(run, "failed", counts, Some(error)).await

@@ -8,7 +8,10 @@
 //! failed and takes over its window and checkpoint, so the output is the same
 //! as if the first run had finished.
 
+pub mod scheduled;
+
 use std::fmt;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use sqlx::Row;
@@ -62,6 +65,8 @@ pub struct Job {
     window: Window,
     checkpoint: Option<serde_json::Value>,
     resumed_from: Option<i64>,
+    /// When the run should stop and hand over (see [`Job::out_of_time`]).
+    deadline: Option<Instant>,
 }
 
 /// The advisory-lock key of a job: the first 8 bytes of a hash of its name,
@@ -88,21 +93,32 @@ impl Job {
         }
 
         // Holding the lock, any run of this mode still marked running is
-        // dead. A dry run leaves dead real runs alone: only a real run
-        // resumes them.
-        let dead: Vec<PgRow> = sqlx::query(
+        // dead. Runs resume only runs of their own mode: a dry run never
+        // takes over a real run's window (its checkpoint would be lost).
+        sqlx::query(
             "UPDATE job_runs SET status = 'failed', finished_at = now(),
                     error = 'interrupted before it finished (process killed or timed out); the next run resumed it'
-              WHERE job_name = $1 AND status = 'running' AND dry_run = $2
-              RETURNING id, watermark_from, watermark_to, checkpoint",
+              WHERE job_name = $1 AND status = 'running' AND dry_run = $2",
         )
         .bind(job_name)
         .bind(dry_run)
-        .fetch_all(db.pool())
+        .execute(db.pool())
         .await?;
-        let resumable = dead.iter().max_by_key(|r| r.get::<i64, _>("id")).filter(|_| !dry_run);
+        // The newest run that died or handed over and was not yet resumed.
+        let resumable: Option<PgRow> = sqlx::query(
+            "SELECT id, watermark_from, watermark_to, checkpoint FROM job_runs
+              WHERE job_name = $1 AND dry_run = $2 AND resumed_by IS NULL
+                AND (status = 'handed_over' OR (status = 'failed' AND error LIKE 'interrupted before it finished%'))
+                AND id > COALESCE((SELECT max(id) FROM job_runs
+                                    WHERE job_name = $1 AND dry_run = $2 AND status = 'succeeded'), 0)
+              ORDER BY id DESC LIMIT 1",
+        )
+        .bind(job_name)
+        .bind(dry_run)
+        .fetch_optional(db.pool())
+        .await?;
 
-        let (window, checkpoint, resumed_from) = match resumable {
+        let (window, checkpoint, resumed_from) = match &resumable {
             Some(row) => {
                 let to = match row.try_get::<Option<OffsetDateTime>, _>("watermark_to")? {
                     Some(to) => to,
@@ -114,11 +130,14 @@ impl Job {
             None => (Window { from: db.last_job_watermark(job_name).await?, to: safe_ceiling(db).await? }, None, None),
         };
         let run = db.start_job_run(job_name, dry_run, window.from, Some(window.to)).await?;
+        if let Some(previous) = resumed_from {
+            db.mark_job_run_resumed(previous, &run).await?;
+        }
         if let Some(checkpoint) = &checkpoint {
             db.save_job_checkpoint(&run, checkpoint, &serde_json::json!({})).await?;
         }
         tracing::info!(job = job_name, run = run.id, dry_run, window = ?window, resumed_from, "job run started");
-        Ok(Self { db: db.clone(), lock: Some(lock), run, window, checkpoint, resumed_from })
+        Ok(Self { db: db.clone(), lock: Some(lock), run, window, checkpoint, resumed_from, deadline: None })
     }
 
     pub fn run(&self) -> &JobRun {
@@ -143,6 +162,18 @@ impl Job {
         self.resumed_from
     }
 
+    /// Gives the run a time budget from now; once spent, [`Job::out_of_time`]
+    /// says so and the job hands the rest of its window to the next run.
+    pub fn set_time_budget(&mut self, budget: Duration) {
+        self.deadline = Some(Instant::now() + budget);
+    }
+
+    /// True once the time budget is spent: finish the current chunk, save
+    /// the checkpoint and [`Job::hand_over`].
+    pub fn out_of_time(&self) -> bool {
+        self.deadline.is_some_and(|deadline| Instant::now() >= deadline)
+    }
+
     /// Records progress after a chunk is durably written.
     pub async fn save_checkpoint(&mut self, checkpoint: serde_json::Value, counts: &serde_json::Value) -> Result<(), JobError> {
         self.db.save_job_checkpoint(&self.run, &checkpoint, counts).await?;
@@ -155,6 +186,15 @@ impl Job {
     pub async fn succeed(mut self, counts: &serde_json::Value) -> Result<(), JobError> {
         self.db.finish_job_run(&self.run, counts).await?;
         tracing::info!(job = %self.run.job_name, run = self.run.id, %counts, "job run succeeded");
+        self.release().await
+    }
+
+    /// Ends a run that ran out of time with work left: the next run (the
+    /// next schedule, or an immediate re-invocation) takes over its window
+    /// from the last saved checkpoint. The watermark does not move.
+    pub async fn hand_over(mut self, counts: &serde_json::Value) -> Result<(), JobError> {
+        self.db.hand_over_job_run(&self.run, counts).await?;
+        tracing::warn!(job = %self.run.job_name, run = self.run.id, %counts, "job run out of time; handed over to the next run");
         self.release().await
     }
 
