@@ -7,13 +7,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use cxr_platform::jobs::{Job, JobError, Window};
+use cxr_platform::jobs::{Job, JobError, StudyCursor, Window, begin_snapshot};
 use cxr_platform::storage::postgres::Database;
 use cxr_platform::storage::s3::{ObjectKey, ObjectStore, S3Error};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use sqlx::Row;
-use time::OffsetDateTime;
 
 use crate::manifest::{Manifest, PartEntry, TableEntry};
 use crate::tables::{self, Table, TableData, TableDataError};
@@ -65,10 +63,9 @@ pub struct BackupReport {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct Checkpoint {
     next_chunk: u32,
-    /// The last study written: its `updated_at` and `id`.
-    #[serde(with = "time::serde::rfc3339::option")]
-    after_updated_at: Option<OffsetDateTime>,
-    after_id: i64,
+    /// The last study written.
+    #[serde(flatten)]
+    cursor: StudyCursor,
     tables: BTreeMap<String, TableEntry>,
 }
 
@@ -175,27 +172,16 @@ async fn export(
 
     loop {
         let chunk = checkpoint.next_chunk;
-        let mut tx = db.begin().await.map_err(JobError::from)?;
-        // One snapshot per chunk: a study and its children as of one moment.
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
+        let mut tx = begin_snapshot(db).await.map_err(JobError::from)?;
+        let Some((ids, next)) = checkpoint.cursor.next_chunk(&mut tx, &window, options.chunk_studies).await? else { break };
         let studies = sqlx::query(&format!(
-            "SELECT {} FROM studies
-              WHERE updated_at <= $1 AND ($2::timestamptz IS NULL OR updated_at > $2)
-                AND ($3::timestamptz IS NULL OR (updated_at, id) > ($3, $4))
-              ORDER BY updated_at, id LIMIT $5",
+            "SELECT {} FROM studies WHERE id = ANY($1) ORDER BY updated_at, id",
             tables::STUDIES.select_list()
         ))
-        .bind(window.to)
-        .bind(window.from)
-        .bind(checkpoint.after_updated_at)
-        .bind(checkpoint.after_id)
-        .bind(i64::from(options.chunk_studies.max(1)))
+        .bind(&ids)
         .fetch_all(&mut *tx)
         .await?;
-        let Some(last) = studies.last() else { break };
-        let (last_updated_at, last_id): (OffsetDateTime, i64) = (last.try_get("updated_at")?, last.try_get("id")?);
         let studies = TableData::from_rows(&tables::STUDIES, &studies)?;
-        let ids = studies.ids();
         let runs = children(&mut tx, &tables::INFERENCE_RUNS, "study_id", &ids).await?;
         let findings = children(&mut tx, &tables::FINDINGS, "inference_run_id", &runs.ids()).await?;
         let annotations = children(&mut tx, &tables::ANNOTATIONS, "study_id", &ids).await?;
@@ -205,8 +191,7 @@ async fn export(
             write_part(store, &folder, chunk, data, options.dry_run, checkpoint).await?;
         }
         checkpoint.next_chunk = chunk + 1;
-        checkpoint.after_updated_at = Some(last_updated_at);
-        checkpoint.after_id = last_id;
+        checkpoint.cursor = next;
         let value = serde_json::to_value(&*checkpoint).map_err(BackupError::Checkpoint)?;
         job.save_checkpoint(value, &checkpoint.counts()).await?;
         tracing::info!(chunk, studies = studies.len(), rows = ?checkpoint.rows(), "backup chunk written");

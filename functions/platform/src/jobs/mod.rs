@@ -229,3 +229,49 @@ pub async fn safe_ceiling(db: &Database) -> Result<OffsetDateTime, DbError> {
     .fetch_one(db.pool())
     .await?)
 }
+
+/// Where a chunked run got to: the last study done, in `(updated_at, id)`
+/// order. Jobs keep it in their checkpoint.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StudyCursor {
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub after_updated_at: Option<OffsetDateTime>,
+    pub after_id: i64,
+}
+
+impl StudyCursor {
+    /// The ids of the next `limit` studies changed in `window` after this
+    /// cursor, in `(updated_at, id)` order, with the cursor that follows
+    /// them (`None` when there are no more).
+    pub async fn next_chunk(
+        &self,
+        conn: &mut PgConnection,
+        window: &Window,
+        limit: u32,
+    ) -> Result<Option<(Vec<i64>, StudyCursor)>, sqlx::Error> {
+        let rows: Vec<(i64, OffsetDateTime)> = sqlx::query_as(
+            "SELECT id, updated_at FROM studies
+              WHERE updated_at <= $1 AND ($2::timestamptz IS NULL OR updated_at > $2)
+                AND ($3::timestamptz IS NULL OR (updated_at, id) > ($3, $4))
+              ORDER BY updated_at, id LIMIT $5",
+        )
+        .bind(window.to)
+        .bind(window.from)
+        .bind(self.after_updated_at)
+        .bind(self.after_id)
+        .bind(i64::from(limit.max(1)))
+        .fetch_all(conn)
+        .await?;
+        let Some(&(last_id, last_updated_at)) = rows.last() else { return Ok(None) };
+        let next = StudyCursor { after_updated_at: Some(last_updated_at), after_id: last_id };
+        Ok(Some((rows.into_iter().map(|(id, _)| id).collect(), next)))
+    }
+}
+
+/// A read-only transaction that sees one snapshot throughout, so a chunk's
+/// studies and their children are read as of the same moment.
+pub async fn begin_snapshot(db: &Database) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, DbError> {
+    let mut tx = db.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
+    Ok(tx)
+}
