@@ -66,6 +66,41 @@ impl ScheduledRun {
     }
 }
 
+/// The command-line form of a scheduled invocation: `run [--dry-run]
+/// [--event FILE]`, where FILE is an EventBridge event such as the samples
+/// in `events/` (read exactly as Lambda would receive it).
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct RunArgs {
+    /// Report what would be done, write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Run as if invoked with this EventBridge event (JSON file).
+    #[arg(long, value_name = "FILE")]
+    pub event: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EventFileError {
+    #[error("cannot read the event file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("the event file {path} is not JSON: {source}")]
+    Json { path: String, source: serde_json::Error },
+}
+
+impl RunArgs {
+    /// The run these arguments ask for, with the configured time budget.
+    pub fn scheduled_run(&self, settings: JobSettings) -> Result<ScheduledRun, EventFileError> {
+        let mut dry_run = self.dry_run;
+        if let Some(path) = &self.event {
+            let shown = path.display().to_string();
+            let text = std::fs::read_to_string(path).map_err(|source| EventFileError::Read { path: shown.clone(), source })?;
+            let event: serde_json::Value = serde_json::from_str(&text).map_err(|source| EventFileError::Json { path: shown, source })?;
+            dry_run |= ScheduledDetail::from_event(&event).dry_run;
+        }
+        Ok(ScheduledRun { dry_run, time_budget: settings.time_budget })
+    }
+}
+
 /// True when the process runs inside Lambda.
 pub fn in_lambda() -> bool {
     std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some()
@@ -117,6 +152,16 @@ mod tests {
         // A deadline already past still gives one chunk a chance, never zero.
         let run = ScheduledRun::for_deadline(false, settings, now, now + Duration::from_secs(1));
         assert_eq!(run.time_budget, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn run_args_read_the_sample_event() {
+        let settings = JobSettings { time_budget: Duration::from_secs(5) };
+        let events = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../events");
+        let args = RunArgs { dry_run: false, event: Some(events.join("backup-scheduled-dry-run.json")) };
+        assert_eq!(args.scheduled_run(settings).expect("event"), ScheduledRun { dry_run: true, time_budget: Duration::from_secs(5) });
+        let missing = RunArgs { dry_run: false, event: Some(events.join("no-such-event.json")) };
+        assert!(matches!(missing.scheduled_run(settings), Err(EventFileError::Read { .. })));
     }
 
     #[test]
