@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use cxr_platform::jobs::{JobError, lock_key};
 use cxr_platform::storage::documentdb::{DocumentCollection, Warehouse};
 use cxr_platform::storage::postgres::Database;
-use cxr_platform::testing::{LocalStack, closed_port, seed};
+use cxr_platform::testing::{LocalStack, seed};
 use cxr_warehouse::document::StudyDocument;
 use cxr_warehouse::load::{LoadError, LoadOptions, run_load};
 use mongodb::bson::doc;
