@@ -9,9 +9,12 @@
 //!   and DocumentDB (warehouse).
 //! - [`jobs`]: what scheduled jobs share: locking, runs, watermarks,
 //!   checkpoints and resumption.
+//! - [`deidentify`]: PS3.15 basic-profile DICOM de-identification and
+//!   PNG/JPEG metadata stripping, before images leave the data lake.
 
 pub mod aws;
 pub mod config;
+pub mod deidentify;
 pub mod domain;
 pub mod jobs;
 pub mod storage;
