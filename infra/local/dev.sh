@@ -94,6 +94,12 @@ install_tools() {
     "$TOOLS_DIR/venv/bin/pip" install --quiet --disable-pip-version-check "secantusdb==$SECANTUSDB_VERSION" "pymongo>=4,<5"
   fi
 
+  if [ ! -x "$TOOLS_DIR/pytools/bin/python" ] || ! "$TOOLS_DIR/pytools/bin/python" -c "import pycocotools" 2>/dev/null; then
+    log "installing pycocotools (pip; the COCO export is checked with it)"
+    python3 -m venv "$TOOLS_DIR/pytools"
+    "$TOOLS_DIR/pytools/bin/pip" install --quiet --disable-pip-version-check "pycocotools>=2.0.7,<3"
+  fi
+
   if [ ! -x "$TOOLS_DIR/lint/bin/cfn-lint" ]; then
     log "installing cfn-lint (pip)"
     python3 -m venv "$TOOLS_DIR/lint"
@@ -247,6 +253,9 @@ export RESULTS_TABLE=cxr-results
 export DATABASE_URL=postgres://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/$PG_DATABASE
 export DOCUMENTDB_URI=mongodb://127.0.0.1:$DOCUMENTDB_PORT/?directConnection=true
 export DOCUMENTDB_DATABASE=cxr_warehouse
+export COCO_DESTINATION=s3://cxr-data-mart/coco
+export DEIDENTIFY_SECRET=local-development-only-deidentify-secret
+export CXR_PYTHON=$TOOLS_DIR/pytools/bin/python
 EOF
 }
 

@@ -22,9 +22,9 @@ pub struct Cli {
 pub enum Command {
     /// Apply pending PostgreSQL migrations and sync the built-in label sets.
     Migrate,
-    /// Migrate, and create the images bucket (and BACKUP_BUCKET if set) and
-    /// the results table if they do not exist (in AWS the SAM template
-    /// creates those).
+    /// Migrate, and create the images bucket (and BACKUP_BUCKET and the
+    /// bucket of an s3:// COCO_DESTINATION if set) and the results table if
+    /// they do not exist (in AWS the SAM template creates those).
     Provision,
     /// Check that PostgreSQL, S3, DynamoDB and DocumentDB answer.
     Check,
@@ -52,9 +52,13 @@ async fn provision(env: &Env) -> anyhow::Result<()> {
     let dynamo = DynamoSettings::from_env(env)?;
     let sdk = load_sdk_config().await?;
     migrate(env).await?;
-    // The backup bucket is optional here: only the backup job requires it.
+    // The jobs' buckets are optional here: only those jobs require them.
     let backup_bucket = env.get("BACKUP_BUCKET");
-    for bucket in std::iter::once(s3.images_bucket.clone()).chain(backup_bucket) {
+    let mart_bucket = env
+        .get("COCO_DESTINATION")
+        .and_then(|d| d.strip_prefix("s3://").map(|rest| rest.split('/').next().unwrap_or_default().to_owned()))
+        .filter(|b| !b.is_empty());
+    for bucket in std::iter::once(s3.images_bucket.clone()).chain(backup_bucket).chain(mart_bucket) {
         let store = ObjectStore::new(&sdk, &S3Settings { images_bucket: bucket, ..s3.clone() });
         store.create_bucket_if_absent().await.with_context(|| format!("creating bucket {}", store.bucket()))?;
         println!("s3: bucket {} ready", store.bucket());
