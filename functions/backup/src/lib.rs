@@ -3,6 +3,7 @@
 
 pub mod export;
 pub mod manifest;
+pub mod purge;
 pub mod restore;
 pub mod tables;
 
@@ -14,6 +15,9 @@ pub struct BackupSettings {
     pub bucket: String,
     pub prefix: String,
     pub chunk_studies: u32,
+    /// `BACKUP_PURGE_AFTER_DAYS`: purge studies older than this many days
+    /// after each complete backup (off when unset).
+    pub purge_after: Option<std::time::Duration>,
 }
 
 impl BackupSettings {
@@ -24,7 +28,17 @@ impl BackupSettings {
         if chunk_studies == 0 {
             return Err(ConfigError::Malformed { name: "BACKUP_CHUNK_STUDIES", reason: "must be at least 1".into() });
         }
-        Ok(Self { bucket, prefix: prefix.trim_matches('/').to_owned(), chunk_studies })
+        let purge_after = match env.get("BACKUP_PURGE_AFTER_DAYS") {
+            None => None,
+            Some(_) => {
+                let days = env.parsed_or("BACKUP_PURGE_AFTER_DAYS", 0u32)?;
+                if days == 0 {
+                    return Err(ConfigError::Malformed { name: "BACKUP_PURGE_AFTER_DAYS", reason: "must be at least 1 (unset it to turn purging off)".into() });
+                }
+                Some(std::time::Duration::from_secs(u64::from(days) * 86_400))
+            }
+        };
+        Ok(Self { bucket, prefix: prefix.trim_matches('/').to_owned(), chunk_studies, purge_after })
     }
 }
 
@@ -65,9 +79,43 @@ impl BackupJob {
         export::run_backup(&self.db, &self.store, &options).await
     }
 
+    /// What the schedule runs: the backup, then (when configured, and only
+    /// after a complete real backup) the retention purge.
+    pub async fn scheduled(&self, run: ScheduledRun) -> Result<ScheduledReport, ScheduledError> {
+        // Boxed: the nested async state machines are otherwise too deep for
+        // the compiler's layout query.
+        let backup = Box::pin(self.backup(run)).await?;
+        let purge = match self.settings.purge_after {
+            Some(retention) if backup.complete && !run.dry_run => Some(Box::pin(self.purge(retention, false)).await?),
+            _ => None,
+        };
+        Ok(ScheduledReport { backup, purge })
+    }
+
+    pub async fn purge(&self, retention: std::time::Duration, dry_run: bool) -> Result<purge::PurgeReport, purge::PurgeError> {
+        let options = purge::PurgeOptions { retention, dry_run };
+        purge::run_purge(&self.db, &self.store, &self.settings.prefix, &options).await
+    }
+
     pub async fn restore(&self) -> Result<restore::RestoreReport, restore::RestoreError> {
         restore::restore(&self.db, &self.store, &self.settings.prefix).await
     }
+}
+
+/// What a scheduled invocation did.
+#[derive(Debug, serde::Serialize)]
+pub struct ScheduledReport {
+    pub backup: export::BackupReport,
+    /// Present when a purge ran (configured, backup complete, not a dry run).
+    pub purge: Option<purge::PurgeReport>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScheduledError {
+    #[error(transparent)]
+    Backup(#[from] export::BackupError),
+    #[error(transparent)]
+    Purge(#[from] purge::PurgeError),
 }
 
 #[cfg(test)]
@@ -81,6 +129,10 @@ mod tests {
         let bad = env(&[("BACKUP_BUCKET", "b"), ("BACKUP_CHUNK_STUDIES", "0")]);
         assert!(matches!(BackupSettings::from_env(&bad), Err(ConfigError::Malformed { name: "BACKUP_CHUNK_STUDIES", .. })));
         let ok = BackupSettings::from_env(&env(&[("BACKUP_BUCKET", "b"), ("BACKUP_PREFIX", "/x/y/")])).expect("valid");
-        assert_eq!((ok.prefix.as_str(), ok.chunk_studies), ("x/y", 2000));
+        assert_eq!((ok.prefix.as_str(), ok.chunk_studies, ok.purge_after), ("x/y", 2000, None));
+        let purge = BackupSettings::from_env(&env(&[("BACKUP_BUCKET", "b"), ("BACKUP_PURGE_AFTER_DAYS", "365")])).expect("valid");
+        assert_eq!(purge.purge_after, Some(std::time::Duration::from_secs(365 * 86_400)));
+        let off = env(&[("BACKUP_BUCKET", "b"), ("BACKUP_PURGE_AFTER_DAYS", "0")]);
+        assert!(matches!(BackupSettings::from_env(&off), Err(ConfigError::Malformed { name: "BACKUP_PURGE_AFTER_DAYS", .. })));
     }
 }

@@ -9,7 +9,7 @@ use cxr_platform::storage::postgres::Database;
 use cxr_platform::storage::s3::{ObjectKey, ObjectStore, S3Error};
 use sha2::{Digest, Sha256};
 
-use crate::manifest::{FORMAT, Manifest};
+use crate::manifest::{FORMAT, Manifest, PartEntry};
 use crate::tables::{self, TableData, TableDataError};
 
 /// The triggers that restamp `updated_at`: off while restoring, so restored
@@ -69,24 +69,35 @@ pub async fn manifests(store: &ObjectStore, prefix: &str) -> Result<Vec<(String,
     Ok(found)
 }
 
-/// Downloads every part of a manifest and checks its checksum.
-pub async fn verify(store: &ObjectStore, manifest: &Manifest) -> Result<BTreeMap<String, Vec<TableData>>, RestoreError> {
-    let mut loaded = BTreeMap::new();
-    for table in tables::ALL {
-        let Some(entry) = manifest.tables.get(table.name) else { continue };
-        let mut parts = Vec::new();
-        for part in &entry.parts {
-            let key = ObjectKey::new(part.key.clone()).map_err(S3Error::from)?;
-            let bytes = store.get(&key, MAX_PART_BYTES).await?.bytes;
-            let actual = hex::encode(Sha256::digest(&bytes));
-            if actual != part.sha256 {
-                return Err(RestoreError::Checksum { key: part.key.clone(), expected: part.sha256.clone(), actual });
-            }
-            parts.push(TableData::from_parquet(table, bytes)?);
-        }
-        loaded.insert(table.name.to_owned(), parts);
+/// Downloads one part and checks it against its manifest entry.
+pub async fn fetch_part(store: &ObjectStore, part: &PartEntry) -> Result<bytes::Bytes, RestoreError> {
+    let key = ObjectKey::new(part.key.clone()).map_err(S3Error::from)?;
+    let bytes = store.get(&key, MAX_PART_BYTES).await?.bytes;
+    let actual = hex::encode(Sha256::digest(&bytes));
+    if actual != part.sha256 {
+        return Err(RestoreError::Checksum { key: part.key.clone(), expected: part.sha256.clone(), actual });
     }
-    Ok(loaded)
+    Ok(bytes)
+}
+
+/// Checks every part of every manifest, one part in memory at a time.
+/// `visit` sees each verified part's rows (e.g. to collect study ids).
+pub async fn verify_all(
+    store: &ObjectStore,
+    manifests: &[(String, Manifest)],
+    mut visit: impl FnMut(&TableData),
+) -> Result<u64, RestoreError> {
+    let mut parts = 0;
+    for (_, manifest) in manifests {
+        for table in tables::ALL {
+            for part in manifest.tables.get(table.name).map(|e| e.parts.as_slice()).unwrap_or_default() {
+                let data = TableData::from_parquet(table, fetch_part(store, part).await?)?;
+                visit(&data);
+                parts += 1;
+            }
+        }
+    }
+    Ok(parts)
 }
 
 pub async fn restore(db: &Database, store: &ObjectStore, prefix: &str) -> Result<RestoreReport, RestoreError> {
@@ -98,26 +109,32 @@ pub async fn restore(db: &Database, store: &ObjectStore, prefix: &str) -> Result
     if manifests.is_empty() {
         return Err(RestoreError::NothingToRestore(prefix.to_owned()));
     }
+    // Every checksum first, so a damaged backup loads nothing; then the
+    // parts again, one at a time, so memory stays at one part however large
+    // the backups are.
+    verify_all(store, &manifests, |_| ()).await?;
     let mut report = RestoreReport::default();
     for (key, manifest) in manifests {
-        let data = verify(store, &manifest).await?;
         let mut tx = db.begin().await?;
         // Only the touch triggers are disabled, inside this transaction:
         // foreign keys stay enforced.
         for (table, trigger) in TOUCH_TRIGGERS {
             sqlx::query(&format!("ALTER TABLE {table} DISABLE TRIGGER {trigger}")).execute(&mut *tx).await?;
         }
+        let mut study_ids: Vec<i64> = Vec::new();
         for table in tables::ALL {
-            let parts = data.get(table.name).map(Vec::as_slice).unwrap_or_default();
             if table.name == tables::INFERENCE_RUNS.name {
                 // A later backup carries a study's children whole: replace them.
-                let ids: Vec<i64> = data.get(tables::STUDIES.name).into_iter().flatten().flat_map(|d| d.ids()).collect();
-                sqlx::query("DELETE FROM inference_runs WHERE study_id = ANY($1)").bind(&ids).execute(&mut *tx).await?;
-                sqlx::query("DELETE FROM annotations WHERE study_id = ANY($1)").bind(&ids).execute(&mut *tx).await?;
+                sqlx::query("DELETE FROM inference_runs WHERE study_id = ANY($1)").bind(&study_ids).execute(&mut *tx).await?;
+                sqlx::query("DELETE FROM annotations WHERE study_id = ANY($1)").bind(&study_ids).execute(&mut *tx).await?;
             }
-            for part in parts {
-                part.upsert(&mut tx).await?;
-                *report.rows.entry(table.name.to_owned()).or_default() += part.len() as u64;
+            for part in manifest.tables.get(table.name).map(|e| e.parts.as_slice()).unwrap_or_default() {
+                let data = TableData::from_parquet(table, fetch_part(store, part).await?)?;
+                if table.name == tables::STUDIES.name {
+                    study_ids.extend(data.ids());
+                }
+                data.upsert(&mut tx).await?;
+                *report.rows.entry(table.name.to_owned()).or_default() += data.len() as u64;
             }
         }
         for (table, trigger) in TOUCH_TRIGGERS {

@@ -300,6 +300,14 @@ impl TableData {
         }
     }
 
+    /// A timestamp column's values by position (`None` for another kind).
+    pub fn timestamps(&self, column: &str) -> Option<&[Option<OffsetDateTime>]> {
+        match self.table.columns.iter().position(|c| c.name == column).map(|i| &self.columns[i]) {
+            Some(Values::Timestamp(values)) => Some(values),
+            _ => None,
+        }
+    }
+
     /// Parquet bytes (Snappy-compressed). The same rows always give the same
     /// bytes, so checksums compare runs.
     pub fn to_parquet(&self) -> Result<Bytes, TableDataError> {

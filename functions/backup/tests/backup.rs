@@ -138,3 +138,65 @@ async fn a_corrupted_part_is_caught_before_loading() {
     assert!(matches!(restore(&restored, &store, "rds-backups").await, Err(RestoreError::Checksum { .. })));
     assert_eq!(count(&restored, "studies").await, 0, "nothing loaded");
 }
+
+#[tokio::test]
+async fn purge_deletes_only_old_studies_whose_current_version_is_in_a_verified_backup() {
+    use cxr_backup::purge::{PurgeError, PurgeOptions, run_purge};
+    use std::time::Duration;
+    let stack = LocalStack::get();
+    let (db, store) = fresh_lake().await;
+    seed(&db, 20, 2).await.expect("seed");
+    // Ten studies are old (created 400 days ago).
+    sqlx::query("UPDATE studies SET created_at = now() - interval '400 days' WHERE id <= 10").execute(db.pool()).await.expect("age");
+    let year = PurgeOptions { retention: Duration::from_secs(365 * 86_400), dry_run: false };
+
+    // Nothing backed up yet: nothing may go.
+    let early = run_purge(&db, &store, "rds-backups", &year).await.expect("purge without backups");
+    assert_eq!((early.candidates, early.purged, early.kept_not_backed_up), (10, 0, 10));
+
+    run_backup(&db, &store, &options(7)).await.expect("backup");
+    // One old study changes after the backup: its new version is not backed up.
+    sqlx::query("INSERT INTO annotations (study_id, label_set, label, author) VALUES (3, 'vinbigdata', 'ILD', 'rad')")
+        .execute(db.pool())
+        .await
+        .expect("annotate");
+    let before_purge: Vec<(i64, String)> = {
+        let mut all = Vec::new();
+        for (table, order) in TABLES {
+            all.push(table_fingerprint(&db, table, order).await);
+        }
+        all
+    };
+
+    let dry = run_purge(&db, &store, "rds-backups", &PurgeOptions { dry_run: true, ..year.clone() }).await.expect("dry run");
+    assert_eq!((dry.purged, count(&db, "studies").await), (9, 20), "a dry run deletes nothing");
+    let purged = run_purge(&db, &store, "rds-backups", &year).await.expect("purge");
+    assert_eq!((purged.candidates, purged.purged, purged.kept_not_backed_up), (10, 9, 1));
+    assert!(purged.parts_verified > 0);
+    assert_eq!(count(&db, "studies").await, 11);
+    let orphans: i64 = sqlx::query_scalar("SELECT count(*) FROM inference_runs WHERE study_id NOT IN (SELECT id FROM studies)")
+        .fetch_one(db.pool())
+        .await
+        .expect("orphans");
+    assert_eq!(orphans, 0, "children go with their study");
+
+    // Nothing was lost: the next backup plus the earlier one restore the
+    // pre-purge database exactly.
+    run_backup(&db, &store, &options(7)).await.expect("backup after purge");
+    let restored = stack.fresh_database().await;
+    restore(&restored, &store, "rds-backups").await.expect("restore");
+    for ((table, order), expected) in TABLES.iter().zip(before_purge) {
+        assert_eq!(table_fingerprint(&restored, table, order).await, expected, "{table}");
+    }
+
+    // A damaged backup: the purge refuses before deleting anything.
+    let part = store.list("rds-backups/").await.expect("list").into_iter().find(|o| o.key.contains("/studies/")).expect("part");
+    store
+        .put(&cxr_platform::storage::s3::ObjectKey::new(part.key).expect("key"), b"damaged".to_vec(), "application/octet-stream")
+        .await
+        .expect("damage");
+    sqlx::query("UPDATE studies SET created_at = now() - interval '400 days'").execute(db.pool()).await.expect("age all");
+    let refused = run_purge(&db, &store, "rds-backups", &year).await;
+    assert!(matches!(refused, Err(PurgeError::Verify(RestoreError::Checksum { .. }))), "{refused:?}");
+    assert_eq!(count(&db, "studies").await, 11);
+}
