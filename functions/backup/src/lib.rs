@@ -5,6 +5,7 @@ pub mod export;
 pub mod manifest;
 pub mod purge;
 pub mod restore;
+pub mod snapshot_export;
 pub mod tables;
 
 use cxr_platform::config::{ConfigError, Env};
@@ -55,6 +56,9 @@ pub struct BackupJob {
     pub store: ObjectStore,
     pub settings: BackupSettings,
     pub job: JobSettings,
+    /// Set when `RDS_EXPORT_DB_INSTANCE` is: start an RDS snapshot export
+    /// after each complete backup.
+    pub snapshot_export: Option<(aws_sdk_rds::Client, snapshot_export::SnapshotExportSettings)>,
 }
 
 impl BackupJob {
@@ -66,7 +70,9 @@ impl BackupJob {
         let sdk = load_sdk_config().await?;
         let store = ObjectStore::new(&sdk, &S3Settings { images_bucket: settings.bucket.clone(), force_path_style });
         let db = Database::connect(&postgres).await?;
-        Ok(Self { db, store, settings, job })
+        let snapshot_export =
+            snapshot_export::SnapshotExportSettings::from_env(env)?.map(|settings| (aws_sdk_rds::Client::new(&sdk), settings));
+        Ok(Self { db, store, settings, job, snapshot_export })
     }
 
     pub async fn backup(&self, run: ScheduledRun) -> Result<export::BackupReport, export::BackupError> {
@@ -89,7 +95,13 @@ impl BackupJob {
             Some(retention) if backup.complete && !run.dry_run => Some(Box::pin(self.purge(retention, false)).await?),
             _ => None,
         };
-        Ok(ScheduledReport { backup, purge })
+        let snapshot_export = match &self.snapshot_export {
+            Some((rds, settings)) if backup.complete && !run.dry_run => {
+                Some(snapshot_export::start_snapshot_export(rds, settings).await?)
+            }
+            _ => None,
+        };
+        Ok(ScheduledReport { backup, purge, snapshot_export })
     }
 
     pub async fn purge(&self, retention: std::time::Duration, dry_run: bool) -> Result<purge::PurgeReport, purge::PurgeError> {
@@ -108,6 +120,8 @@ pub struct ScheduledReport {
     pub backup: export::BackupReport,
     /// Present when a purge ran (configured, backup complete, not a dry run).
     pub purge: Option<purge::PurgeReport>,
+    /// Present when an RDS snapshot export was requested (configured).
+    pub snapshot_export: Option<snapshot_export::SnapshotExportReport>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +130,8 @@ pub enum ScheduledError {
     Backup(#[from] export::BackupError),
     #[error(transparent)]
     Purge(#[from] purge::PurgeError),
+    #[error("RDS snapshot export: {0}")]
+    SnapshotExport(#[from] snapshot_export::SnapshotExportError),
 }
 
 #[cfg(test)]
