@@ -83,6 +83,7 @@ async fn count(db: &Database, table: &str) -> anyhow::Result<u64> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    cxr_platform::telemetry::init();
     let stack = LocalStack::get();
     let db = stack.fresh_database().await;
     let images = stack.fresh_bucket().await;

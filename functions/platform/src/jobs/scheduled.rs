@@ -136,8 +136,10 @@ mod tests {
 
     #[test]
     fn sample_scheduled_events_parse() {
-        assert!(!ScheduledDetail::from_event(&event("backup-scheduled.json")).dry_run);
-        assert!(ScheduledDetail::from_event(&event("backup-scheduled-dry-run.json")).dry_run);
+        for job in ["backup", "warehouse", "coco-export"] {
+            assert!(!ScheduledDetail::from_event(&event(&format!("{job}-scheduled.json"))).dry_run, "{job}");
+            assert!(ScheduledDetail::from_event(&event(&format!("{job}-scheduled-dry-run.json"))).dry_run, "{job}");
+        }
         assert!(!ScheduledDetail::from_event(&serde_json::json!({"detail": "not an object"})).dry_run);
     }
 
