@@ -1,0 +1,11 @@
+//! Chest X-ray models in candle, their exact preprocessing, image decoding
+//! and explanations. The model server (`cxr-model-server`) serves them.
+//!
+//! - [`models`]: DenseNet-121 (TorchXRayVision) and ResNet-50 (torchvision
+//!   names, transfer-learning heads).
+//! - [`preprocess`]: the pipelines the models were trained with.
+//! - [`formula_weights`]: deterministic weights for parity tests.
+
+pub mod formula_weights;
+pub mod models;
+pub mod preprocess;

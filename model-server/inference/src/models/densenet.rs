@@ -1,0 +1,146 @@
+//! DenseNet-121 exactly as torchvision builds it, with TorchXRayVision's
+//! changes: a 1-channel stem, an 18-output classifier, and the forward pass
+//! `features -> ReLU -> global average pool -> classifier`. Parameter names
+//! are torchvision's (`features.denseblock1.denselayer1.norm1.weight`, ...),
+//! so TorchXRayVision's `densenet121-res224-all` state dict loads as is once
+//! converted to safetensors.
+//!
+//! candle has no DenseNet; this is built from candle-nn parts.
+
+use candle_core::{D, Result, Tensor};
+use candle_nn::{BatchNorm, Conv2d, Conv2dConfig, Linear, ModuleT, VarBuilder, batch_norm, conv2d_no_bias, linear};
+
+/// DenseNet-121: growth rate 32, blocks of 6, 12, 24, 16 layers, 64 initial
+/// features, bottleneck width 4 x growth.
+const GROWTH: usize = 32;
+const BLOCKS: [usize; 4] = [6, 12, 24, 16];
+const INITIAL_FEATURES: usize = 64;
+const BOTTLENECK: usize = 4 * GROWTH;
+const BN_EPS: f64 = 1e-5;
+
+#[derive(Debug)]
+struct DenseLayer {
+    norm1: BatchNorm,
+    conv1: Conv2d,
+    norm2: BatchNorm,
+    conv2: Conv2d,
+}
+
+impl DenseLayer {
+    fn new(in_channels: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            norm1: batch_norm(in_channels, BN_EPS, vb.pp("norm1"))?,
+            conv1: conv2d_no_bias(in_channels, BOTTLENECK, 1, Conv2dConfig::default(), vb.pp("conv1"))?,
+            norm2: batch_norm(BOTTLENECK, BN_EPS, vb.pp("norm2"))?,
+            conv2: conv2d_no_bias(BOTTLENECK, GROWTH, 3, Conv2dConfig { padding: 1, ..Default::default() }, vb.pp("conv2"))?,
+        })
+    }
+
+    /// The layer's new features (the caller concatenates them).
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let x = self.norm1.forward_t(x, false)?.relu()?.apply(&self.conv1)?;
+        self.norm2.forward_t(&x, false)?.relu()?.apply(&self.conv2)
+    }
+}
+
+#[derive(Debug)]
+struct Transition {
+    norm: BatchNorm,
+    conv: Conv2d,
+}
+
+impl Transition {
+    fn new(in_channels: usize, out_channels: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            norm: batch_norm(in_channels, BN_EPS, vb.pp("norm"))?,
+            conv: conv2d_no_bias(in_channels, out_channels, 1, Conv2dConfig::default(), vb.pp("conv"))?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.norm.forward_t(x, false)?.relu()?.apply(&self.conv)?.avg_pool2d(2)
+    }
+}
+
+#[derive(Debug)]
+pub struct DenseNet121 {
+    conv0: Conv2d,
+    norm0: BatchNorm,
+    blocks: Vec<Vec<DenseLayer>>,
+    transitions: Vec<Transition>,
+    norm5: BatchNorm,
+    classifier: Linear,
+    num_classes: usize,
+}
+
+impl DenseNet121 {
+    /// Loads the weights under `vb` (the root of a torchvision-style state
+    /// dict); `in_channels` is 1 for TorchXRayVision, 3 for torchvision.
+    pub fn new(in_channels: usize, num_classes: usize, vb: VarBuilder) -> Result<Self> {
+        let features = vb.pp("features");
+        let conv0 = conv2d_no_bias(
+            in_channels,
+            INITIAL_FEATURES,
+            7,
+            Conv2dConfig { stride: 2, padding: 3, ..Default::default() },
+            features.pp("conv0"),
+        )?;
+        let norm0 = batch_norm(INITIAL_FEATURES, BN_EPS, features.pp("norm0"))?;
+        let mut channels = INITIAL_FEATURES;
+        let mut blocks = Vec::new();
+        let mut transitions = Vec::new();
+        for (b, &layers) in BLOCKS.iter().enumerate() {
+            let block_vb = features.pp(format!("denseblock{}", b + 1));
+            let mut block = Vec::with_capacity(layers);
+            for l in 0..layers {
+                block.push(DenseLayer::new(channels + l * GROWTH, block_vb.pp(format!("denselayer{}", l + 1)))?);
+            }
+            blocks.push(block);
+            channels += layers * GROWTH;
+            if b + 1 < BLOCKS.len() {
+                transitions.push(Transition::new(channels, channels / 2, features.pp(format!("transition{}", b + 1)))?);
+                channels /= 2;
+            }
+        }
+        let norm5 = batch_norm(channels, BN_EPS, features.pp("norm5"))?;
+        let classifier = linear(channels, num_classes, vb.pp("classifier"))?;
+        Ok(Self { conv0, norm0, blocks, transitions, norm5, classifier, num_classes })
+    }
+
+    pub fn num_classes(&self) -> usize {
+        self.num_classes
+    }
+
+    /// The last feature maps, after `norm5` and the final ReLU:
+    /// `(batch, 1024, 7, 7)` at 224 x 224. Grad-CAM weighs these.
+    pub fn feature_maps(&self, x: &Tensor) -> Result<Tensor> {
+        let x = self.norm0.forward_t(&x.apply(&self.conv0)?, false)?.relu()?;
+        // torchvision pads max-pool with -inf; repeating the edge gives the
+        // same maximum.
+        let mut x = x.pad_with_same(D::Minus1, 1, 1)?.pad_with_same(D::Minus2, 1, 1)?.max_pool2d_with_stride(3, 2)?;
+        for (b, block) in self.blocks.iter().enumerate() {
+            // Concatenating once per layer is what torchvision does too; the
+            // copies are small next to the convolutions.
+            let mut features = vec![x];
+            for layer in block {
+                let input = Tensor::cat(&features, 1)?;
+                features.push(layer.forward(&input)?);
+            }
+            x = Tensor::cat(&features, 1)?;
+            if let Some(transition) = self.transitions.get(b) {
+                x = transition.forward(&x)?;
+            }
+        }
+        self.norm5.forward_t(&x, false)?.relu()
+    }
+
+    /// Logits for each class from the feature maps.
+    pub fn classify(&self, feature_maps: &Tensor) -> Result<Tensor> {
+        feature_maps.mean(D::Minus1)?.mean(D::Minus1)?.apply(&self.classifier)
+    }
+
+    /// Logits, `(batch, num_classes)`, for preprocessed `(batch, C, H, W)`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.classify(&self.feature_maps(x)?)
+    }
+}

@@ -1,0 +1,21 @@
+//! The architectures, one module each, and what all classifiers share.
+
+pub mod densenet;
+
+pub use densenet::DenseNet121;
+
+/// TorchXRayVision's `op_norm`: sigmoid outputs rescaled so that each
+/// label's operating point lands at 0.5 (below it: `p / (2 t)`; above:
+/// `1 - (1 - p) / (2 (1 - t))`). A label without a threshold answers 0.5,
+/// as upstream does for its NaN thresholds.
+pub fn calibrate(probability: f32, threshold: Option<f32>) -> f32 {
+    match threshold {
+        None => 0.5,
+        Some(t) if probability < t => probability / (t * 2.0),
+        Some(t) => 1.0 - ((1.0 - probability) / ((1.0 - t) * 2.0)),
+    }
+}
+
+pub fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}

@@ -1,0 +1,183 @@
+//! Preprocessing exactly as the models were trained with.
+//!
+//! TorchXRayVision: `xrv.utils.normalize(img, maxval)`, that is
+//! `(2 * img / maxval - 1) * 1024` in f32; colour channels averaged; `XRayCenterCrop` (the
+//! central square of the short side), then `XRayResizer(224)`, which is
+//! `skimage.transform.resize(mode="constant", preserve_range=True)`: a
+//! Gaussian anti-aliasing filter (sigma = (factor - 1) / 2, truncated at 4
+//! sigma, zeros outside) when shrinking, then bilinear sampling at pixel
+//! centres (zeros outside). Reproduced here step by step, including the f32
+//! rounding between steps, so outputs match to float precision; no image
+//! crate resizer does this.
+
+/// A decoded image: raw sample values, row-major, channels interleaved.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pixels {
+    pub width: usize,
+    pub height: usize,
+    /// 1 (grey) or 3 (RGB).
+    pub channels: usize,
+    pub samples: Vec<f32>,
+    /// The largest value a sample can take (255, 65535, 2^bits - 1).
+    pub max_value: f32,
+}
+
+/// A single-channel plane of f32 values.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plane {
+    pub width: usize,
+    pub height: usize,
+    pub values: Vec<f32>,
+}
+
+/// Where a model input came from in the original image, to map heatmaps and
+/// boxes back: the crop's offset and side, in original pixels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CropWindow {
+    pub x: usize,
+    pub y: usize,
+    pub side: usize,
+}
+
+/// TorchXRayVision's input: `(1, size, size)` values in about [-1024, 1024].
+pub fn xrv_input(pixels: &Pixels, size: usize) -> (Plane, CropWindow) {
+    let grey = xrv_normalize(pixels);
+    let (cropped, window) = center_crop(&grey);
+    (skimage_resize(&cropped, size), window)
+}
+
+/// `(2 * (v / maxval) - 1) * 1024` per sample, then the mean over colour
+/// channels, in f32 as numpy computes it.
+pub fn xrv_normalize(pixels: &Pixels) -> Plane {
+    let normalize = |v: f32| (2.0f32 * (v / pixels.max_value) - 1.0f32) * 1024.0f32;
+    let values = match pixels.channels {
+        1 => pixels.samples.iter().map(|&v| normalize(v)).collect(),
+        c => pixels
+            .samples
+            .chunks_exact(c)
+            .map(|px| px.iter().map(|&v| normalize(v)).fold(0.0f32, |sum, v| sum + v) / c as f32)
+            .collect(),
+    };
+    Plane { width: pixels.width, height: pixels.height, values }
+}
+
+/// The central square of the short side (`XRayCenterCrop`).
+pub fn center_crop(plane: &Plane) -> (Plane, CropWindow) {
+    let side = plane.width.min(plane.height);
+    let x = plane.width / 2 - side / 2;
+    let y = plane.height / 2 - side / 2;
+    let mut values = Vec::with_capacity(side * side);
+    for row in y..y + side {
+        values.extend_from_slice(&plane.values[row * plane.width + x..row * plane.width + x + side]);
+    }
+    (Plane { width: side, height: side, values }, CropWindow { x, y, side })
+}
+
+/// `skimage.transform.resize(plane, (size, size), mode="constant", cval=0,
+/// preserve_range=True, anti_aliasing=None)` for a square f32 plane.
+pub fn skimage_resize(plane: &Plane, size: usize) -> Plane {
+    let factor_y = plane.height as f64 / size as f64;
+    let factor_x = plane.width as f64 / size as f64;
+    let shrinking = plane.height > size || plane.width > size;
+    let mut filtered = plane.clone();
+    if shrinking {
+        // scipy.ndimage.gaussian_filter: axis by axis (rows, then columns),
+        // each pass computed in f64 and stored as f32.
+        let (sigma_y, sigma_x) = ((factor_y - 1.0).max(0.0) / 2.0, (factor_x - 1.0).max(0.0) / 2.0);
+        filtered = gaussian_pass(&filtered, sigma_y, Axis::Rows);
+        filtered = gaussian_pass(&filtered, sigma_x, Axis::Columns);
+    }
+    let (low, high) = plane.values.iter().fold((0.0f32, 0.0f32), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    // scipy.ndimage.zoom(order=1, mode="grid-constant", grid_mode=True):
+    // the output pixel centre maps to (o + 0.5) * factor - 0.5; neighbours
+    // outside the image count as 0.
+    let sample = |row: i64, col: i64| -> f64 {
+        if row < 0 || col < 0 || row >= filtered.height as i64 || col >= filtered.width as i64 {
+            0.0
+        } else {
+            f64::from(filtered.values[row as usize * filtered.width + col as usize])
+        }
+    };
+    let mut values = Vec::with_capacity(size * size);
+    for o_y in 0..size {
+        let c_y = (o_y as f64 + 0.5) * factor_y - 0.5;
+        let (y0, t_y) = (c_y.floor(), c_y - c_y.floor());
+        for o_x in 0..size {
+            let c_x = (o_x as f64 + 0.5) * factor_x - 0.5;
+            let (x0, t_x) = (c_x.floor(), c_x - c_x.floor());
+            let (y0, x0) = (y0 as i64, x0 as i64);
+            let value = (1.0 - t_y) * ((1.0 - t_x) * sample(y0, x0) + t_x * sample(y0, x0 + 1))
+                + t_y * ((1.0 - t_x) * sample(y0 + 1, x0) + t_x * sample(y0 + 1, x0 + 1));
+            // skimage clips to the input's range widened by cval (0).
+            values.push((value as f32).clamp(low, high));
+        }
+    }
+    Plane { width: size, height: size, values }
+}
+
+#[derive(Clone, Copy)]
+enum Axis {
+    Rows,
+    Columns,
+}
+
+/// `scipy.ndimage.gaussian_filter1d(sigma, truncate=4.0, mode="constant",
+/// cval=0)` along one axis.
+fn gaussian_pass(plane: &Plane, sigma: f64, axis: Axis) -> Plane {
+    if sigma <= 1e-15 {
+        return plane.clone();
+    }
+    let radius = (4.0 * sigma + 0.5) as i64;
+    let mut kernel: Vec<f64> = (-radius..=radius).map(|x| (-0.5 / (sigma * sigma) * (x * x) as f64).exp()).collect();
+    let total: f64 = kernel.iter().sum();
+    kernel.iter_mut().for_each(|w| *w /= total);
+    let (w, h) = (plane.width as i64, plane.height as i64);
+    let mut values = vec![0.0f32; plane.values.len()];
+    for row in 0..h {
+        for col in 0..w {
+            let mut sum = 0.0f64;
+            for (k, weight) in kernel.iter().enumerate() {
+                let offset = k as i64 - radius;
+                let (r, c) = match axis {
+                    Axis::Rows => (row + offset, col),
+                    Axis::Columns => (row, col + offset),
+                };
+                if r >= 0 && r < h && c >= 0 && c < w {
+                    sum += weight * f64::from(plane.values[(r * w + c) as usize]);
+                }
+            }
+            values[(row * w + col) as usize] = sum as f32;
+        }
+    }
+    Plane { width: plane.width, height: plane.height, values }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crop_takes_the_central_square() {
+        let plane = Plane { width: 5, height: 3, values: (0..15).map(|v| v as f32).collect() };
+        let (crop, window) = center_crop(&plane);
+        assert_eq!(window, CropWindow { x: 1, y: 0, side: 3 });
+        assert_eq!(crop.values, [1.0, 2.0, 3.0, 6.0, 7.0, 8.0, 11.0, 12.0, 13.0]);
+    }
+
+    #[test]
+    fn normalization_maps_the_range_to_plus_minus_1024() {
+        let pixels = Pixels { width: 3, height: 1, channels: 1, samples: vec![0.0, 127.5, 255.0], max_value: 255.0 };
+        assert_eq!(xrv_normalize(&pixels).values, [-1024.0, 0.0, 1024.0]);
+        let rgb = Pixels { width: 1, height: 1, channels: 3, samples: vec![0.0, 255.0, 255.0], max_value: 255.0 };
+        assert!((xrv_normalize(&rgb).values[0] - 341.333_34).abs() < 1e-3);
+    }
+
+    #[test]
+    fn resizing_a_constant_image_keeps_it_away_from_the_edges() {
+        let plane = Plane { width: 40, height: 40, values: vec![100.0; 1600] };
+        let out = skimage_resize(&plane, 10);
+        // Zero padding darkens the border (as in skimage), not the centre.
+        assert!((out.values[5 * 10 + 5] - 100.0).abs() < 1e-3);
+        assert!(out.values[0] < 100.0);
+    }
+}
