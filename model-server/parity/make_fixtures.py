@@ -106,11 +106,55 @@ def densenet():
     }
 
 
+def imagenet_preprocess(img):
+    """torchvision's evaluation transforms on a float tensor (v2 tensor path)."""
+    from torchvision.transforms.v2 import functional as F
+
+    if img.ndim == 2:
+        img = np.stack([img] * 3, axis=2)
+    x = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float() / 255.0
+    x = F.resize(x, 256, interpolation=F.InterpolationMode.BILINEAR, antialias=True)
+    x = F.center_crop(x, 224)
+    return F.normalize(x, mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
+
+
+def resnet50(head, classes):
+    model = torchvision.models.resnet50(weights=None)
+    model.fc = torch.nn.Sequential(
+        torch.nn.Linear(2048, head), torch.nn.ReLU(), torch.nn.Dropout(0.5), torch.nn.Linear(head, classes)
+    )
+    model = load_formula(model)
+    cases = {}
+    for case, img in (("grey_600x520_u8", grey_image()), ("rgb_200x300_u8", rgb_image())):
+        x = imagenet_preprocess(img)
+        with torch.no_grad():
+            logits = model(x[None])
+        probabilities = torch.sigmoid(logits) if classes == 1 else torch.softmax(logits, dim=1)
+        cases[case] = {
+            "input": input_summary(x.numpy()),
+            "logits": logits[0].tolist(),
+            "probabilities": probabilities[0].tolist(),
+        }
+    return {
+        "model": "torchvision resnet50, fc = Sequential(Linear(2048, %d), ReLU, Dropout, Linear(%d, %d)), formula weights" % (head, head, classes),
+        "versions": {"torch": torch.__version__, "torchvision": torchvision.__version__},
+        "hidden": head,
+        "classes": classes,
+        "cases": cases,
+    }
+
+
 def main():
-    out = os.path.join(HERE, "expected", "densenet121_xrv.json")
-    with open(out, "w") as f:
-        json.dump(densenet(), f, indent=1)
-    print("wrote", out)
+    outputs = {
+        "densenet121_xrv.json": densenet,
+        "resnet50_pneumonia.json": lambda: resnet50(256, 1),
+        "resnet50_covid3.json": lambda: resnet50(256, 3),
+    }
+    for name, make in outputs.items():
+        out = os.path.join(HERE, "expected", name)
+        with open(out, "w") as f:
+            json.dump(make(), f, indent=1)
+        print("wrote", out)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ pub fn value(name: &str, shape: &[usize], i: usize) -> f64 {
     let k = f64::from(name.bytes().map(u32::from).sum::<u32>() % 97) / 10.0;
     let i = i as f64;
     let last = name.rsplit('.').next().unwrap_or(name);
-    let is_norm = name.split('.').any(|part| part.starts_with("norm") || part.starts_with("bn") || part == "downsample.1");
+    let is_norm = name.split('.').any(|part| part.starts_with("norm") || part.starts_with("bn")) || name.contains("downsample.1");
     match last {
         "running_var" => 0.75 + 0.25 * (1.1 * i + k).sin(),
         "running_mean" => 0.1 * (1.3 * i + k).sin(),

@@ -181,3 +181,90 @@ mod tests {
         assert!(out.values[0] < 100.0);
     }
 }
+
+/// ImageNet statistics torchvision's pretrained ResNets expect.
+pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+
+/// torchvision's evaluation pipeline for ImageNet-style models, on float
+/// tensors (the `transforms.v2` tensor path): samples scaled to [0, 1]
+/// (grey replicated to RGB), `Resize(resize)` of the short side with
+/// anti-aliased bilinear filtering, `CenterCrop(crop)`, `Normalize(mean,
+/// std)`. Returns `(3, crop, crop)` channel-major values and the crop window
+/// in original pixels.
+pub fn imagenet_input(pixels: &Pixels, resize: usize, crop: usize) -> (Vec<f32>, CropWindow) {
+    let (w, h) = (pixels.width, pixels.height);
+    // transforms.v2.functional.resize with one size: the short side becomes
+    // `resize`, the long side int(resize * long / short).
+    let (new_w, new_h) = if w <= h { (resize, (resize as f64 * h as f64 / w as f64) as usize) } else { ((resize as f64 * w as f64 / h as f64) as usize, resize) };
+    // center_crop: offsets are Python's round() (half to even).
+    let top = ((new_h as f64 - crop as f64) / 2.0).round_ties_even() as usize;
+    let left = ((new_w as f64 - crop as f64) / 2.0).round_ties_even() as usize;
+    let scale_x = w as f64 / new_w as f64;
+    let scale_y = h as f64 / new_h as f64;
+    let window = CropWindow { x: (left as f64 * scale_x) as usize, y: (top as f64 * scale_y) as usize, side: (crop as f64 * scale_x.min(scale_y)) as usize };
+
+    let mut out = Vec::with_capacity(3 * crop * crop);
+    for c in 0..3 {
+        let source = if pixels.channels == 1 { 0 } else { c };
+        let plane: Vec<f32> = pixels.samples.iter().skip(source).step_by(pixels.channels).map(|&v| v / pixels.max_value).collect();
+        // Separable: along the width first, then the height (ATen's order).
+        let horizontal = resample_rows(&plane, w, h, new_w);
+        let resized = resample_columns(&horizontal, new_w, h, new_h);
+        for y in top..top + crop {
+            for x in left..left + crop {
+                out.push((resized[y * new_w + x] - IMAGENET_MEAN[c]) / IMAGENET_STD[c]);
+            }
+        }
+    }
+    (out, window)
+}
+
+/// ATen's anti-aliased bilinear weights (`_compute_indices_min_size_weights_aa`
+/// with the triangle filter), in f32 as ATen computes them for f32 tensors:
+/// for each output index, the first input index and the normalised weights.
+fn aa_weights(input: usize, output: usize) -> Vec<(usize, Vec<f32>)> {
+    let scale = input as f32 / output as f32;
+    let support = if scale >= 1.0 { scale } else { 1.0 };
+    let invscale = if scale >= 1.0 { 1.0 / scale } else { 1.0 };
+    (0..output)
+        .map(|i| {
+            let center = scale * (i as f32 + 0.5);
+            let xmin = ((center - support + 0.5) as i64).max(0) as usize;
+            let xmax = ((center + support + 0.5) as i64).min(input as i64) as usize;
+            let mut weights: Vec<f32> = (xmin..xmax)
+                .map(|j| {
+                    let x = ((j - xmin) as f32 + xmin as f32 - center + 0.5) * invscale;
+                    if x.abs() < 1.0 { 1.0 - x.abs() } else { 0.0 }
+                })
+                .collect();
+            let total: f32 = weights.iter().sum();
+            if total != 0.0 {
+                weights.iter_mut().for_each(|w| *w /= total);
+            }
+            (xmin, weights)
+        })
+        .collect()
+}
+
+fn resample_rows(plane: &[f32], w: usize, h: usize, new_w: usize) -> Vec<f32> {
+    let weights = aa_weights(w, new_w);
+    let mut out = Vec::with_capacity(new_w * h);
+    for row in plane.chunks_exact(w).take(h) {
+        for (start, ws) in &weights {
+            out.push(ws.iter().enumerate().fold(0.0f32, |sum, (k, wt)| sum + wt * row[start + k]));
+        }
+    }
+    out
+}
+
+fn resample_columns(plane: &[f32], w: usize, h: usize, new_h: usize) -> Vec<f32> {
+    let weights = aa_weights(h, new_h);
+    let mut out = vec![0.0f32; w * new_h];
+    for (y, (start, ws)) in weights.iter().enumerate() {
+        for x in 0..w {
+            out[y * w + x] = ws.iter().enumerate().fold(0.0f32, |sum, (k, wt)| sum + wt * plane[(start + k) * w + x]);
+        }
+    }
+    out
+}

@@ -6,8 +6,8 @@
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use cxr_inference::formula_weights::FormulaWeights;
-use cxr_inference::models::{DenseNet121, calibrate, sigmoid};
-use cxr_inference::preprocess::{Pixels, xrv_input};
+use cxr_inference::models::{DenseNet121, ResNet50, calibrate, sigmoid};
+use cxr_inference::preprocess::{Pixels, imagenet_input, xrv_input};
 use serde_json::Value;
 
 /// The bar: 1e-4 relative to each value, in f32 on CPU (measured: inputs
@@ -73,4 +73,39 @@ fn densenet121_matches_torchxrayvision() {
             logits.iter().zip(&thresholds).map(|(&l, &t)| f64::from(calibrate(sigmoid(l), t))).collect();
         assert_close(&format!("{case} calibrated"), &calibrated, &floats(&want["calibrated"]));
     }
+}
+
+fn resnet_case(file: &str) {
+    let expected = expected(file);
+    let device = Device::Cpu;
+    let classes = expected["classes"].as_u64().expect("classes") as usize;
+    let hidden = expected["hidden"].as_u64().expect("hidden") as usize;
+    let vb = VarBuilder::from_backend(Box::new(FormulaWeights { stems: vec![] }), DType::F32, device.clone());
+    let model = ResNet50::new(3, classes, Some(hidden), vb).expect("model");
+    for (case, pixels) in [("grey_600x520_u8", grey_image()), ("rgb_200x300_u8", rgb_image())] {
+        let want = &expected["cases"][case];
+        let (input, _) = imagenet_input(&pixels, 256, 224);
+        let values: Vec<f64> = input.iter().map(|&v| f64::from(v)).collect();
+        let picks: Vec<usize> = want["input"]["indices"].as_array().expect("indices").iter().map(|i| i.as_u64().expect("index") as usize).collect();
+        let sampled: Vec<f64> = picks.iter().map(|&i| values[i]).collect();
+        assert_close(&format!("{file} {case} input samples"), &sampled, &floats(&want["input"]["values"]));
+        assert_close(&format!("{file} {case} input sum"), &[values.iter().map(|v| v.abs()).sum()], &[want["input"]["abs_sum"].as_f64().expect("abs sum")]);
+
+        let x = Tensor::from_vec(input, (1, 3, 224, 224), &device).expect("tensor");
+        let logits = model.forward(&x).expect("forward");
+        let probabilities = if classes == 1 { candle_nn::ops::sigmoid(&logits) } else { candle_nn::ops::softmax(&logits, 1) }.expect("probabilities");
+        let as_f64 = |t: &Tensor| t.squeeze(0).and_then(|t| t.to_vec1::<f32>()).expect("values").into_iter().map(f64::from).collect::<Vec<_>>();
+        assert_close(&format!("{file} {case} logits"), &as_f64(&logits), &floats(&want["logits"]));
+        assert_close(&format!("{file} {case} probabilities"), &as_f64(&probabilities), &floats(&want["probabilities"]));
+    }
+}
+
+#[test]
+fn resnet50_pneumonia_head_matches_torchvision() {
+    resnet_case("resnet50_pneumonia.json");
+}
+
+#[test]
+fn resnet50_covid_pneumonia_normal_head_matches_torchvision() {
+    resnet_case("resnet50_covid3.json");
 }

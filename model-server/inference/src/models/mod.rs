@@ -1,8 +1,10 @@
 //! The architectures, one module each, and what all classifiers share.
 
 pub mod densenet;
+pub mod resnet;
 
 pub use densenet::DenseNet121;
+pub use resnet::ResNet50;
 
 /// TorchXRayVision's `op_norm`: sigmoid outputs rescaled so that each
 /// label's operating point lands at 0.5 (below it: `p / (2 t)`; above:

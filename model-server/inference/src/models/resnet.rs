@@ -1,0 +1,141 @@
+//! ResNet-50 with torchvision's parameter names (`conv1`, `bn1`,
+//! `layer1.0.conv1`, ..., `layer4.2.bn3`, `layerN.0.downsample.{0,1}`) and
+//! the transfer-learning head of the pneumonia and COVID-19 classifiers:
+//! global average pooling -> `fc.0` Linear(2048, hidden) -> ReLU -> dropout
+//! (identity at inference) -> `fc.3` Linear(hidden, classes), i.e. what
+//! `model.fc = nn.Sequential(Linear, ReLU, Dropout, Linear)` saves.
+//!
+//! candle-transformers has a ResNet-50 with the same names, but it pools
+//! inside its forward pass and hands out no feature maps, which Grad-CAM
+//! needs; the backbone is small enough to keep here.
+
+use candle_core::{D, Result, Tensor};
+use candle_nn::{BatchNorm, Conv2d, Conv2dConfig, Linear, ModuleT, VarBuilder, batch_norm, conv2d_no_bias, linear};
+
+const BN_EPS: f64 = 1e-5;
+const LAYERS: [(usize, usize, usize); 4] = [(64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)];
+const EXPANSION: usize = 4;
+/// Channels of the last feature maps.
+pub const FEATURES: usize = 512 * EXPANSION;
+
+fn conv(c_in: usize, c_out: usize, kernel: usize, stride: usize, padding: usize, vb: VarBuilder) -> Result<Conv2d> {
+    conv2d_no_bias(c_in, c_out, kernel, Conv2dConfig { stride, padding, ..Default::default() }, vb)
+}
+
+#[derive(Debug)]
+struct Bottleneck {
+    conv1: Conv2d,
+    bn1: BatchNorm,
+    conv2: Conv2d,
+    bn2: BatchNorm,
+    conv3: Conv2d,
+    bn3: BatchNorm,
+    downsample: Option<(Conv2d, BatchNorm)>,
+}
+
+impl Bottleneck {
+    fn new(c_in: usize, width: usize, stride: usize, vb: VarBuilder) -> Result<Self> {
+        let c_out = width * EXPANSION;
+        let downsample = if stride != 1 || c_in != c_out {
+            Some((conv(c_in, c_out, 1, stride, 0, vb.pp("downsample.0"))?, batch_norm(c_out, BN_EPS, vb.pp("downsample.1"))?))
+        } else {
+            None
+        };
+        Ok(Self {
+            conv1: conv(c_in, width, 1, 1, 0, vb.pp("conv1"))?,
+            bn1: batch_norm(width, BN_EPS, vb.pp("bn1"))?,
+            // torchvision (v1.5) strides the 3x3 convolution.
+            conv2: conv(width, width, 3, stride, 1, vb.pp("conv2"))?,
+            bn2: batch_norm(width, BN_EPS, vb.pp("bn2"))?,
+            conv3: conv(width, c_out, 1, 1, 0, vb.pp("conv3"))?,
+            bn3: batch_norm(c_out, BN_EPS, vb.pp("bn3"))?,
+            downsample,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = self.bn1.forward_t(&x.apply(&self.conv1)?, false)?.relu()?;
+        let y = self.bn2.forward_t(&y.apply(&self.conv2)?, false)?.relu()?;
+        let y = self.bn3.forward_t(&y.apply(&self.conv3)?, false)?;
+        let shortcut = match &self.downsample {
+            Some((conv, bn)) => bn.forward_t(&x.apply(conv)?, false)?,
+            None => x.clone(),
+        };
+        (y + shortcut)?.relu()
+    }
+}
+
+/// The classification head on the pooled features.
+#[derive(Debug)]
+pub enum Head {
+    /// torchvision's own `fc`: Linear(2048, classes).
+    Linear(Linear),
+    /// `fc = Sequential(Linear(2048, hidden), ReLU, Dropout, Linear(hidden, classes))`.
+    Mlp { hidden: Linear, output: Linear },
+}
+
+#[derive(Debug)]
+pub struct ResNet50 {
+    conv1: Conv2d,
+    bn1: BatchNorm,
+    layers: Vec<Vec<Bottleneck>>,
+    head: Head,
+    num_classes: usize,
+}
+
+impl ResNet50 {
+    /// `hidden`: the transfer-learning head's width, or `None` for
+    /// torchvision's single `fc` layer.
+    pub fn new(in_channels: usize, num_classes: usize, hidden: Option<usize>, vb: VarBuilder) -> Result<Self> {
+        let conv1 = conv(in_channels, 64, 7, 2, 3, vb.pp("conv1"))?;
+        let bn1 = batch_norm(64, BN_EPS, vb.pp("bn1"))?;
+        let mut c_in = 64;
+        let mut layers = Vec::new();
+        for (i, &(width, blocks, stride)) in LAYERS.iter().enumerate() {
+            let layer_vb = vb.pp(format!("layer{}", i + 1));
+            let mut layer = Vec::with_capacity(blocks);
+            for b in 0..blocks {
+                layer.push(Bottleneck::new(c_in, width, if b == 0 { stride } else { 1 }, layer_vb.pp(b))?);
+                c_in = width * EXPANSION;
+            }
+            layers.push(layer);
+        }
+        let head = match hidden {
+            None => Head::Linear(linear(FEATURES, num_classes, vb.pp("fc"))?),
+            Some(hidden) => Head::Mlp {
+                hidden: linear(FEATURES, hidden, vb.pp("fc.0"))?,
+                output: linear(hidden, num_classes, vb.pp("fc.3"))?,
+            },
+        };
+        Ok(Self { conv1, bn1, layers, head, num_classes })
+    }
+
+    pub fn num_classes(&self) -> usize {
+        self.num_classes
+    }
+
+    /// The output of `layer4`: `(batch, 2048, 7, 7)` at 224 x 224.
+    pub fn feature_maps(&self, x: &Tensor) -> Result<Tensor> {
+        let x = self.bn1.forward_t(&x.apply(&self.conv1)?, false)?.relu()?;
+        let mut x = x.pad_with_same(D::Minus1, 1, 1)?.pad_with_same(D::Minus2, 1, 1)?.max_pool2d_with_stride(3, 2)?;
+        for layer in &self.layers {
+            for block in layer {
+                x = block.forward(&x)?;
+            }
+        }
+        Ok(x)
+    }
+
+    /// Logits from the feature maps.
+    pub fn classify(&self, feature_maps: &Tensor) -> Result<Tensor> {
+        let pooled = feature_maps.mean(D::Minus1)?.mean(D::Minus1)?;
+        match &self.head {
+            Head::Linear(fc) => pooled.apply(fc),
+            Head::Mlp { hidden, output } => pooled.apply(hidden)?.relu()?.apply(output),
+        }
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.classify(&self.feature_maps(x)?)
+    }
+}
