@@ -152,36 +152,6 @@ fn gaussian_pass(plane: &Plane, sigma: f64, axis: Axis) -> Plane {
     Plane { width: plane.width, height: plane.height, values }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn crop_takes_the_central_square() {
-        let plane = Plane { width: 5, height: 3, values: (0..15).map(|v| v as f32).collect() };
-        let (crop, window) = center_crop(&plane);
-        assert_eq!(window, CropWindow { x: 1, y: 0, side: 3 });
-        assert_eq!(crop.values, [1.0, 2.0, 3.0, 6.0, 7.0, 8.0, 11.0, 12.0, 13.0]);
-    }
-
-    #[test]
-    fn normalization_maps_the_range_to_plus_minus_1024() {
-        let pixels = Pixels { width: 3, height: 1, channels: 1, samples: vec![0.0, 127.5, 255.0], max_value: 255.0 };
-        assert_eq!(xrv_normalize(&pixels).values, [-1024.0, 0.0, 1024.0]);
-        let rgb = Pixels { width: 1, height: 1, channels: 3, samples: vec![0.0, 255.0, 255.0], max_value: 255.0 };
-        assert!((xrv_normalize(&rgb).values[0] - 341.333_34).abs() < 1e-3);
-    }
-
-    #[test]
-    fn resizing_a_constant_image_keeps_it_away_from_the_edges() {
-        let plane = Plane { width: 40, height: 40, values: vec![100.0; 1600] };
-        let out = skimage_resize(&plane, 10);
-        // Zero padding darkens the border (as in skimage), not the centre.
-        assert!((out.values[5 * 10 + 5] - 100.0).abs() < 1e-3);
-        assert!(out.values[0] < 100.0);
-    }
-}
-
 /// ImageNet statistics torchvision's pretrained ResNets expect.
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
@@ -267,4 +237,34 @@ fn resample_columns(plane: &[f32], w: usize, h: usize, new_h: usize) -> Vec<f32>
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crop_takes_the_central_square() {
+        let plane = Plane { width: 5, height: 3, values: (0..15).map(|v| v as f32).collect() };
+        let (crop, window) = center_crop(&plane);
+        assert_eq!(window, CropWindow { x: 1, y: 0, side: 3 });
+        assert_eq!(crop.values, [1.0, 2.0, 3.0, 6.0, 7.0, 8.0, 11.0, 12.0, 13.0]);
+    }
+
+    #[test]
+    fn normalization_maps_the_range_to_plus_minus_1024() {
+        let pixels = Pixels { width: 3, height: 1, channels: 1, samples: vec![0.0, 127.5, 255.0], max_value: 255.0 };
+        assert_eq!(xrv_normalize(&pixels).values, [-1024.0, 0.0, 1024.0]);
+        let rgb = Pixels { width: 1, height: 1, channels: 3, samples: vec![0.0, 255.0, 255.0], max_value: 255.0 };
+        assert!((xrv_normalize(&rgb).values[0] - 341.333_34).abs() < 1e-3);
+    }
+
+    #[test]
+    fn resizing_a_constant_image_keeps_it_away_from_the_edges() {
+        let plane = Plane { width: 40, height: 40, values: vec![100.0; 1600] };
+        let out = skimage_resize(&plane, 10);
+        // Zero padding darkens the border (as in skimage), not the centre.
+        assert!((out.values[5 * 10 + 5] - 100.0).abs() < 1e-3);
+        assert!(out.values[0] < 100.0);
+    }
 }
