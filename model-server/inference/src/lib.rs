@@ -4,8 +4,10 @@
 //! - [`models`]: DenseNet-121 (TorchXRayVision) and ResNet-50 (torchvision
 //!   names, transfer-learning heads).
 //! - [`preprocess`]: the pipelines the models were trained with.
+//! - [`decode`]: PNG, JPEG and DICOM with limits checked before decoding.
 //! - [`formula_weights`]: deterministic weights for parity tests.
 
+pub mod decode;
 pub mod formula_weights;
 pub mod models;
 pub mod preprocess;

@@ -1,0 +1,123 @@
+//! Decoding PNG, JPEG and DICOM, and refusing what must not be decoded.
+
+use std::io::Cursor;
+
+use cxr_inference::decode::{DecodeError, Format, Limits, decode};
+use dicom_core::{DataElement, PrimitiveValue, VR, dicom_value};
+use dicom_dictionary_std::tags;
+use dicom_object::InMemDicomObject;
+use dicom_object::meta::FileMetaTableBuilder;
+use image::{DynamicImage, ImageBuffer, ImageFormat, Luma, Rgb};
+
+fn encode(image: DynamicImage, format: ImageFormat) -> Vec<u8> {
+    let mut out = Cursor::new(Vec::new());
+    image.write_to(&mut out, format).expect("encode");
+    out.into_inner()
+}
+
+#[test]
+fn png_grey_8_and_16_bit_and_colour() {
+    let grey = ImageBuffer::from_fn(4, 3, |x, y| Luma([(x * 10 + y) as u8]));
+    let decoded = decode(&encode(DynamicImage::ImageLuma8(grey), ImageFormat::Png), &Limits::default()).expect("8-bit");
+    assert_eq!((decoded.format, decoded.bit_depth, decoded.pixels.channels, decoded.pixels.max_value), (Format::Png, 8, 1, 255.0));
+    assert_eq!((decoded.pixels.width, decoded.pixels.height), (4, 3));
+    assert_eq!(decoded.pixels.samples[5], 11.0, "x=1, y=1");
+
+    let deep = ImageBuffer::from_fn(2, 2, |x, y| Luma([(x * 30000 + y * 1000) as u16]));
+    let decoded = decode(&encode(DynamicImage::ImageLuma16(deep), ImageFormat::Png), &Limits::default()).expect("16-bit");
+    assert_eq!((decoded.bit_depth, decoded.pixels.max_value), (16, 65535.0));
+    assert_eq!(decoded.pixels.samples, [0.0, 30000.0, 1000.0, 31000.0]);
+
+    let colour = ImageBuffer::from_fn(2, 1, |x, _| Rgb([x as u8, 100, 200]));
+    let decoded = decode(&encode(DynamicImage::ImageRgb8(colour), ImageFormat::Png), &Limits::default()).expect("RGB");
+    assert_eq!((decoded.pixels.channels, decoded.pixels.samples.clone()), (3, vec![0.0, 100.0, 200.0, 1.0, 100.0, 200.0]));
+}
+
+#[test]
+fn jpeg_decodes() {
+    let grey = ImageBuffer::from_fn(16, 16, |_, _| Luma([128u8]));
+    let decoded = decode(&encode(DynamicImage::ImageLuma8(grey), ImageFormat::Jpeg), &Limits::default()).expect("JPEG");
+    assert_eq!((decoded.format, decoded.pixels.width, decoded.pixels.channels), (Format::Jpeg, 16, 1));
+    assert!(decoded.pixels.samples.iter().all(|v| (v - 128.0).abs() <= 2.0));
+}
+
+/// A native (uncompressed) DICOM file of 2x2 16-bit pixels.
+fn dicom(photometric: &str, rescale: Option<(f64, f64)>, window: Option<(f64, f64)>, rows: u16, columns: u16) -> Vec<u8> {
+    let mut object = InMemDicomObject::from_element_iter([
+        DataElement::new(tags::SOP_CLASS_UID, VR::UI, PrimitiveValue::from("1.2.840.10008.5.1.4.1.1.1.1")),
+        DataElement::new(tags::SOP_INSTANCE_UID, VR::UI, PrimitiveValue::from("1.2.3.4")),
+        DataElement::new(tags::MODALITY, VR::CS, PrimitiveValue::from("DX")),
+        DataElement::new(tags::SAMPLES_PER_PIXEL, VR::US, PrimitiveValue::from(1u16)),
+        DataElement::new(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, PrimitiveValue::from(photometric)),
+        DataElement::new(tags::ROWS, VR::US, PrimitiveValue::from(rows)),
+        DataElement::new(tags::COLUMNS, VR::US, PrimitiveValue::from(columns)),
+        DataElement::new(tags::BITS_ALLOCATED, VR::US, PrimitiveValue::from(16u16)),
+        DataElement::new(tags::BITS_STORED, VR::US, PrimitiveValue::from(12u16)),
+        DataElement::new(tags::HIGH_BIT, VR::US, PrimitiveValue::from(11u16)),
+        DataElement::new(tags::PIXEL_REPRESENTATION, VR::US, PrimitiveValue::from(0u16)),
+        DataElement::new(tags::PIXEL_DATA, VR::OW, dicom_value!(U16, [0, 1000, 2000, 4000])),
+    ]);
+    if let Some((slope, intercept)) = rescale {
+        object.put(DataElement::new(tags::RESCALE_SLOPE, VR::DS, PrimitiveValue::from(slope.to_string())));
+        object.put(DataElement::new(tags::RESCALE_INTERCEPT, VR::DS, PrimitiveValue::from(intercept.to_string())));
+    }
+    if let Some((center, width)) = window {
+        object.put(DataElement::new(tags::WINDOW_CENTER, VR::DS, PrimitiveValue::from(center.to_string())));
+        object.put(DataElement::new(tags::WINDOW_WIDTH, VR::DS, PrimitiveValue::from(width.to_string())));
+    }
+    let meta = FileMetaTableBuilder::new()
+        .media_storage_sop_class_uid("1.2.840.10008.5.1.4.1.1.1.1")
+        .media_storage_sop_instance_uid("1.2.3.4")
+        .transfer_syntax("1.2.840.10008.1.2.1");
+    let mut out = Vec::new();
+    object.with_meta(meta).expect("meta").write_all(&mut out).expect("write");
+    out
+}
+
+#[test]
+fn dicom_applies_rescale_window_and_monochrome1() {
+    // No window: min-max over the rescaled values.
+    let plain = decode(&dicom("MONOCHROME2", None, None, 2, 2), &Limits::default()).expect("DICOM");
+    assert_eq!((plain.format, plain.bit_depth, plain.pixels.max_value), (Format::Dicom, 12, 1.0));
+    assert_eq!(plain.pixels.samples, [0.0, 0.25, 0.5, 1.0]);
+    // MONOCHROME1: bright is low; inverted to MONOCHROME2's sense.
+    let inverted = decode(&dicom("MONOCHROME1", None, None, 2, 2), &Limits::default()).expect("MONOCHROME1");
+    assert_eq!(inverted.pixels.samples, [1.0, 0.75, 0.5, 0.0]);
+    // Rescale to -1000..3000, window centre 0 width 2001: [-1000, 1000] -> [0, 1].
+    let windowed = decode(&dicom("MONOCHROME2", Some((1.0, -1000.0)), Some((0.0, 2001.0)), 2, 2), &Limits::default()).expect("window");
+    let s = &windowed.pixels.samples;
+    assert!(s[0].abs() < 1e-3 && (s[1] - 0.5).abs() < 1e-3 && s[2] == 1.0 && s[3] == 1.0, "{s:?}");
+}
+
+#[test]
+fn oversized_corrupt_and_unknown_inputs_are_refused_before_decoding() {
+    let limits = Limits { max_bytes: 1 << 20, max_side: 1000, max_pixels: 500_000 };
+    // A DICOM header claiming 60000 x 60000 pixels (with 4 pixels of data).
+    assert!(matches!(decode(&dicom("MONOCHROME2", None, None, 60000, 60000), &limits), Err(DecodeError::TooLarge { .. })));
+    // A PNG whose header claims 100000 x 100000 (a decompression bomb's shape).
+    let mut png = encode(DynamicImage::ImageLuma8(ImageBuffer::from_fn(8, 8, |_, _| Luma([0u8]))), ImageFormat::Png);
+    png[16..20].copy_from_slice(&100_000u32.to_be_bytes());
+    png[20..24].copy_from_slice(&100_000u32.to_be_bytes());
+    let crc = crc32(&png[12..29]);
+    png[29..33].copy_from_slice(&crc.to_be_bytes());
+    assert!(matches!(decode(&png, &limits), Err(DecodeError::TooLarge { width: 100_000, .. })));
+    assert!(matches!(decode(&vec![0u8; 2 << 20], &limits), Err(DecodeError::TooManyBytes { .. })));
+    assert!(matches!(decode(b"GIF89a....", &limits), Err(DecodeError::UnknownFormat)));
+    assert!(matches!(decode(b"", &limits), Err(DecodeError::Empty)));
+    assert!(matches!(decode(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDRtruncated", &limits), Err(DecodeError::Corrupt { format: Format::Png, .. })));
+    let mut truncated = dicom("MONOCHROME2", None, None, 2, 2);
+    truncated.truncate(200);
+    assert!(matches!(decode(&truncated, &limits), Err(DecodeError::Corrupt { format: Format::Dicom, .. })));
+}
+
+/// PNG's CRC-32 (for patching a header in the test).
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = 0xFFFF_FFFFu32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
