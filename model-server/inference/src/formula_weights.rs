@@ -15,6 +15,9 @@
 //!
 //! Computed in f64, rounded to f32.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use candle_core::{DType, Device, Result, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 
@@ -37,6 +40,32 @@ pub fn value(name: &str, shape: &[usize], i: usize) -> f64 {
             let fan_in: usize = shape.iter().skip(1).product::<usize>().max(1);
             2.0 / (fan_in as f64).sqrt() * (0.7 * i + k).sin()
         }
+    }
+}
+
+/// Formula weights that also remember every tensor handed out, so a model
+/// built from them can be saved as a safetensors file.
+#[derive(Clone)]
+pub struct RecordingFormulaWeights {
+    pub formula: Arc<FormulaWeights>,
+    pub recorded: Arc<Mutex<HashMap<String, Tensor>>>,
+}
+
+impl SimpleBackend for RecordingFormulaWeights {
+    fn get(&self, shape: Shape, name: &str, init: candle_nn::Init, dtype: DType, device: &Device) -> Result<Tensor> {
+        let tensor = self.formula.get(shape, name, init, dtype, device)?;
+        if let Ok(mut recorded) = self.recorded.lock() {
+            recorded.insert(name.to_owned(), tensor.clone());
+        }
+        Ok(tensor)
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, device: &Device) -> Result<Tensor> {
+        self.formula.get_unchecked(name, dtype, device)
+    }
+
+    fn contains_tensor(&self, _: &str) -> bool {
+        true
     }
 }
 

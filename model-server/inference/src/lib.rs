@@ -8,6 +8,7 @@
 //! - [`formula_weights`]: deterministic weights for parity tests.
 
 pub mod decode;
+pub mod fixtures;
 pub mod formula_weights;
 pub mod models;
 pub mod preprocess;

@@ -7,7 +7,8 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use cxr_inference::formula_weights::FormulaWeights;
 use cxr_inference::models::{DenseNet121, ResNet50, calibrate, sigmoid};
-use cxr_inference::preprocess::{Pixels, imagenet_input, xrv_input};
+use cxr_inference::fixtures::{grey_image, rgb_image};
+use cxr_inference::preprocess::{imagenet_input, xrv_input};
 use serde_json::Value;
 
 /// The bar: 1e-4 relative to each value, in f32 on CPU (measured: inputs
@@ -31,20 +32,6 @@ fn assert_close(what: &str, ours: &[f64], theirs: &[f64]) {
         let tolerance = RELATIVE * b.abs().max(1e-9);
         assert!((a - b).abs() <= tolerance, "{what}[{i}]: ours {a}, PyTorch {b} (|diff| {} > {tolerance})", (a - b).abs());
     }
-}
-
-fn grey_image() -> Pixels {
-    let (w, h) = (600usize, 520usize);
-    let samples = (0..h).flat_map(|y| (0..w).map(move |x| ((x * 7 + y * 13 + (x * y) % 31) % 256) as f32)).collect();
-    Pixels { width: w, height: h, channels: 1, samples, max_value: 255.0 }
-}
-
-fn rgb_image() -> Pixels {
-    let (w, h) = (200usize, 300usize);
-    let samples = (0..h)
-        .flat_map(|y| (0..w).flat_map(move |x| [((x * 3 + y) % 256) as f32, ((x + y * 5) % 256) as f32, ((x * y) % 256) as f32]))
-        .collect();
-    Pixels { width: w, height: h, channels: 3, samples, max_value: 255.0 }
 }
 
 #[test]

@@ -1,8 +1,10 @@
 //! The architectures, one module each, and what all classifiers share.
 
+pub mod classifier;
 pub mod densenet;
 pub mod resnet;
 
+pub use classifier::{Architecture, Classifier, ModelError, ModelInput, ModelManifest, Output, Preprocessing};
 pub use densenet::DenseNet121;
 pub use resnet::ResNet50;
 

@@ -1,0 +1,213 @@
+//! A loaded model as the server uses it: the manifest that describes it,
+//! the network, and its preprocessing, behind one type.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use serde::{Deserialize, Serialize};
+
+use super::{DenseNet121, ResNet50, calibrate, sigmoid};
+use crate::decode::Decoded;
+use crate::formula_weights::FormulaWeights;
+use crate::preprocess::{CropWindow, imagenet_input, xrv_input};
+
+/// `model.json`, beside the weights: everything the server needs to serve a
+/// model without a code change.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelManifest {
+    pub name: String,
+    pub version: String,
+    pub architecture: Architecture,
+    /// Output labels, in output order.
+    pub labels: Vec<String>,
+    pub preprocessing: Preprocessing,
+    pub output: Output,
+    /// Per-label operating points (TorchXRayVision's `op_threshs`; `null`
+    /// for an uncalibrated label). Used with [`Output::SigmoidCalibrated`].
+    #[serde(default)]
+    pub thresholds: Vec<Option<f32>>,
+    /// Whether the weights were trained (false for generated test weights:
+    /// the server says so in every answer).
+    pub trained: bool,
+    /// The safetensors file, relative to the manifest.
+    #[serde(default = "default_weights")]
+    pub weights: String,
+}
+
+fn default_weights() -> String {
+    "model.safetensors".into()
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum Architecture {
+    /// TorchXRayVision's DenseNet-121 (1 input channel).
+    Densenet121Xrv,
+    /// torchvision ResNet-50 with the transfer-learning head of this width.
+    Resnet50 { hidden: usize },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Preprocessing {
+    /// TorchXRayVision: [-1024, 1024], centre crop, skimage resize to 224.
+    Xrv224,
+    /// torchvision ImageNet evaluation: resize 256, crop 224, mean/std.
+    Imagenet224,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Output {
+    /// Independent labels: sigmoid of each logit.
+    Sigmoid,
+    /// Sigmoid, then each label's operating point moved to 0.5 (op_norm).
+    SigmoidCalibrated,
+    /// Mutually exclusive classes: softmax.
+    Softmax,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("cannot read the model manifest {path}: {reason}")]
+    Manifest { path: String, reason: String },
+    #[error("the manifest is inconsistent: {0}")]
+    Inconsistent(String),
+    #[error("loading the weights: {0}")]
+    Weights(candle_core::Error),
+    #[error("inference failed: {0}")]
+    Inference(#[from] candle_core::Error),
+}
+
+enum Network {
+    DenseNet(DenseNet121),
+    ResNet(ResNet50),
+}
+
+/// A model ready to run.
+pub struct Classifier {
+    pub manifest: ModelManifest,
+    network: Network,
+    device: Device,
+}
+
+/// One preprocessed image and where its input came from.
+#[derive(Clone, Debug)]
+pub struct ModelInput {
+    pub values: Vec<f32>,
+    pub window: CropWindow,
+}
+
+impl Classifier {
+    /// Reads `model.json` in `dir` and the weights it names.
+    pub fn load(dir: &Path, device: &Device) -> Result<Self, ModelError> {
+        let path = dir.join("model.json");
+        let manifest: ModelManifest = std::fs::read_to_string(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|text| serde_json::from_str(&text).map_err(|e| e.to_string()))
+            .map_err(|reason| ModelError::Manifest { path: path.display().to_string(), reason })?;
+        let weights: PathBuf = dir.join(&manifest.weights);
+        // SAFETY of the mmap: the weights file is not modified while the
+        // server runs (model directories are read-only artefacts).
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[weights], DType::F32, device) }.map_err(ModelError::Weights)?;
+        Self::build(manifest, vb, device)
+    }
+
+    /// A model with generated (untrained) weights, for tests and local runs
+    /// without the real checkpoint.
+    pub fn with_formula_weights(manifest: ModelManifest, device: &Device) -> Result<Self, ModelError> {
+        let stems = match manifest.architecture {
+            Architecture::Densenet121Xrv => vec!["features.conv0.weight".to_owned()],
+            Architecture::Resnet50 { .. } => vec![],
+        };
+        let vb = VarBuilder::from_backend(Box::new(FormulaWeights { stems }), DType::F32, device.clone());
+        Self::build(manifest, vb, device)
+    }
+
+    /// Writes a model directory (`model.json` + `model.safetensors`) with
+    /// generated weights: a real model directory for local runs and tests,
+    /// loaded through the same [`Classifier::load`] path as trained weights.
+    pub fn write_generated(dir: &Path, manifest: &ModelManifest) -> Result<(), ModelError> {
+        let stems = match manifest.architecture {
+            Architecture::Densenet121Xrv => vec!["features.conv0.weight".to_owned()],
+            Architecture::Resnet50 { .. } => vec![],
+        };
+        let recording = crate::formula_weights::RecordingFormulaWeights {
+            formula: std::sync::Arc::new(FormulaWeights { stems }),
+            recorded: Default::default(),
+        };
+        let vb = VarBuilder::from_backend(Box::new(recording.clone()), DType::F32, Device::Cpu);
+        Self::build(manifest.clone(), vb, &Device::Cpu)?;
+        let tensors = recording.recorded.lock().map(|t| t.clone()).map_err(|_| ModelError::Inconsistent("weights lock poisoned".into()))?;
+        let io = |e: std::io::Error| ModelError::Manifest { path: dir.display().to_string(), reason: e.to_string() };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        candle_core::safetensors::save(&tensors, dir.join(&manifest.weights)).map_err(ModelError::Weights)?;
+        let json = serde_json::to_string_pretty(manifest).map_err(|e| ModelError::Inconsistent(e.to_string()))?;
+        std::fs::write(dir.join("model.json"), json).map_err(io)?;
+        Ok(())
+    }
+
+    fn build(manifest: ModelManifest, vb: VarBuilder, device: &Device) -> Result<Self, ModelError> {
+        let classes = manifest.labels.len();
+        if classes == 0 {
+            return Err(ModelError::Inconsistent("no labels".into()));
+        }
+        if manifest.output == Output::SigmoidCalibrated && manifest.thresholds.len() != classes {
+            return Err(ModelError::Inconsistent(format!("{} thresholds for {classes} labels", manifest.thresholds.len())));
+        }
+        let network = match manifest.architecture {
+            Architecture::Densenet121Xrv => Network::DenseNet(DenseNet121::new(1, classes, vb).map_err(ModelError::Weights)?),
+            Architecture::Resnet50 { hidden } => Network::ResNet(ResNet50::new(3, classes, Some(hidden), vb).map_err(ModelError::Weights)?),
+        };
+        Ok(Self { manifest, network, device: device.clone() })
+    }
+
+    /// Channels and side of one input.
+    pub fn input_shape(&self) -> (usize, usize) {
+        match self.manifest.preprocessing {
+            Preprocessing::Xrv224 => (1, 224),
+            Preprocessing::Imagenet224 => (3, 224),
+        }
+    }
+
+    pub fn preprocess(&self, image: &Decoded) -> ModelInput {
+        let (values, window) = match self.manifest.preprocessing {
+            Preprocessing::Xrv224 => {
+                let (plane, window) = xrv_input(&image.pixels, 224);
+                (plane.values, window)
+            }
+            Preprocessing::Imagenet224 => imagenet_input(&image.pixels, 256, 224),
+        };
+        ModelInput { values, window }
+    }
+
+    /// Probabilities per label for each input, one forward pass for all.
+    pub fn predict(&self, inputs: &[&[f32]]) -> Result<Vec<Vec<f32>>, ModelError> {
+        let (channels, side) = self.input_shape();
+        let mut flat = Vec::with_capacity(inputs.len() * channels * side * side);
+        for input in inputs {
+            flat.extend_from_slice(input);
+        }
+        let x = Tensor::from_vec(flat, (inputs.len(), channels, side, side), &self.device)?;
+        let logits = match &self.network {
+            Network::DenseNet(net) => net.forward(&x)?,
+            Network::ResNet(net) => net.forward(&x)?,
+        };
+        let logits: Vec<Vec<f32>> = logits.to_dtype(DType::F32)?.to_vec2()?;
+        Ok(logits.into_iter().map(|row| self.probabilities(&row)).collect())
+    }
+
+    fn probabilities(&self, logits: &[f32]) -> Vec<f32> {
+        match self.manifest.output {
+            Output::Sigmoid => logits.iter().map(|&l| sigmoid(l)).collect(),
+            Output::SigmoidCalibrated => logits.iter().zip(&self.manifest.thresholds).map(|(&l, &t)| calibrate(sigmoid(l), t)).collect(),
+            Output::Softmax => {
+                let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let exps: Vec<f32> = logits.iter().map(|&l| (l - max).exp()).collect();
+                let total: f32 = exps.iter().sum();
+                exps.into_iter().map(|e| e / total).collect()
+            }
+        }
+    }
+}

@@ -1,0 +1,52 @@
+//! The server's settings, from flags or environment variables, read once.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+#[derive(Clone, Debug, Parser)]
+#[command(name = "model-server", about = "Chest X-ray model server (SageMaker container contract)")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Debug, clap::Subcommand)]
+pub enum Command {
+    /// Serve the model (what SageMaker runs: `docker run <image> serve`).
+    Serve(ServeConfig),
+    /// Write a model directory with generated, untrained weights (for local
+    /// runs and tests; real weights come from the converter scripts).
+    GenerateModel {
+        /// `densenet121-xrv`, `resnet50-pneumonia` or `resnet50-covid3`.
+        #[arg(long, default_value = "densenet121-xrv")]
+        kind: String,
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct ServeConfig {
+    /// The model directory (`model.json` + weights); SageMaker unpacks the
+    /// model artefact to /opt/ml/model.
+    #[arg(long, env = "SM_MODEL_DIR", default_value = "/opt/ml/model")]
+    pub model_dir: PathBuf,
+    /// SageMaker sends requests to port 8080.
+    #[arg(long, env = "MODEL_SERVER_ADDR", default_value = "0.0.0.0:8080")]
+    pub addr: SocketAddr,
+    /// Largest batch the device runs at once.
+    #[arg(long, env = "MODEL_SERVER_MAX_BATCH", default_value_t = 8)]
+    pub max_batch_size: usize,
+    /// Requests admitted at once (decoding, queued or running); beyond this
+    /// the server answers 429.
+    #[arg(long, env = "MODEL_SERVER_MAX_CONCURRENT", default_value_t = 64)]
+    pub max_concurrent_requests: usize,
+    /// Largest request body (SageMaker real-time allows 6 MB).
+    #[arg(long, env = "MODEL_SERVER_MAX_BODY_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Largest image side in pixels.
+    #[arg(long, env = "MODEL_SERVER_MAX_SIDE", default_value_t = 16384)]
+    pub max_side: u32,
+}

@@ -1,0 +1,132 @@
+//! Dynamic batching in the shape of text-embeddings-inference: an
+//! admission semaphore (429 when full), one queue, and one device thread
+//! that, whenever it is free, takes everything waiting (up to the batch
+//! size) and runs it as one batch; each request gets its own reply.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cxr_inference::models::{Classifier, ModelInput};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+
+use crate::metrics::Metrics;
+
+/// What the device thread answers for one image.
+#[derive(Clone, Debug)]
+pub struct Prediction {
+    pub probabilities: Vec<f32>,
+    pub batch_size: usize,
+    pub queued: Duration,
+    pub inference: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("the server is at its limit of {0} requests in flight; retry shortly")]
+    Overloaded(usize),
+    #[error("the inference thread has stopped")]
+    Stopped,
+    #[error("inference failed: {0}")]
+    Inference(String),
+}
+
+struct Entry {
+    input: ModelInput,
+    admitted: Instant,
+    reply: oneshot::Sender<Result<Prediction, QueueError>>,
+}
+
+/// The handle the HTTP handlers use.
+#[derive(Clone)]
+pub struct Queue {
+    permits: Arc<Semaphore>,
+    limit: usize,
+    sender: mpsc::UnboundedSender<Entry>,
+}
+
+impl Queue {
+    /// Starts the device thread; it warms the model up (batch 1 and the
+    /// largest batch) before taking requests and then reports ready.
+    pub fn start(
+        classifier: Arc<Classifier>,
+        max_batch_size: usize,
+        max_concurrent: usize,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<(Self, oneshot::Receiver<Result<(), String>>, std::thread::JoinHandle<()>)> {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let max_batch_size = max_batch_size.max(1);
+        let thread = std::thread::Builder::new()
+            .name("inference".into())
+            .spawn(move || device_loop(classifier, max_batch_size, receiver, ready_tx, metrics))?;
+        Ok((Self { permits: Arc::new(Semaphore::new(max_concurrent)), limit: max_concurrent, sender }, ready_rx, thread))
+    }
+
+    /// A place in line, or [`QueueError::Overloaded`] when all are taken.
+    pub fn admit(&self) -> Result<OwnedSemaphorePermit, QueueError> {
+        self.permits.clone().try_acquire_owned().map_err(|_| QueueError::Overloaded(self.limit))
+    }
+
+    /// Queues one preprocessed image and waits for its prediction.
+    pub async fn infer(&self, input: ModelInput, admitted: Instant, _permit: &OwnedSemaphorePermit) -> Result<Prediction, QueueError> {
+        let (reply, answer) = oneshot::channel();
+        self.sender.send(Entry { input, admitted, reply }).map_err(|_| QueueError::Stopped)?;
+        answer.await.map_err(|_| QueueError::Stopped)?
+    }
+}
+
+fn device_loop(
+    classifier: Arc<Classifier>,
+    max_batch_size: usize,
+    mut receiver: mpsc::UnboundedReceiver<Entry>,
+    ready: oneshot::Sender<Result<(), String>>,
+    metrics: Arc<Metrics>,
+) {
+    let (channels, side) = classifier.input_shape();
+    let blank = vec![0.0f32; channels * side * side];
+    let warm_up = [1, max_batch_size].iter().try_for_each(|&n| {
+        let inputs: Vec<&[f32]> = (0..n).map(|_| blank.as_slice()).collect();
+        classifier.predict(&inputs).map(|_| ())
+    });
+    let failed = warm_up.is_err();
+    let _ = ready.send(warm_up.map_err(|e| e.to_string()));
+    if failed {
+        return;
+    }
+    tracing::info!(max_batch_size, "model warmed up; taking requests");
+
+    // Blocks until a request arrives; returns None once every sender is
+    // gone (shutdown), after the queue is drained.
+    while let Some(first) = receiver.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < max_batch_size {
+            match receiver.try_recv() {
+                Ok(entry) => batch.push(entry),
+                Err(_) => break,
+            }
+        }
+        let started = Instant::now();
+        let inputs: Vec<&[f32]> = batch.iter().map(|e| e.input.values.as_slice()).collect();
+        let result = classifier.predict(&inputs);
+        let inference = started.elapsed();
+        metrics.batch_size.observe(batch.len() as f64);
+        metrics.inference_seconds.observe(inference.as_secs_f64());
+        let size = batch.len();
+        match result {
+            Ok(outputs) => {
+                for (entry, probabilities) in batch.into_iter().zip(outputs) {
+                    let queued = started.saturating_duration_since(entry.admitted);
+                    metrics.queue_seconds.observe(queued.as_secs_f64());
+                    let _ = entry.reply.send(Ok(Prediction { probabilities, batch_size: size, queued, inference }));
+                }
+            }
+            Err(err) => {
+                tracing::error!(error = %err, size, "batch failed");
+                for entry in batch {
+                    let _ = entry.reply.send(Err(QueueError::Inference(err.to_string())));
+                }
+            }
+        }
+    }
+    tracing::info!("inference thread stopped");
+}
