@@ -36,6 +36,10 @@ struct Entry {
     reply: oneshot::Sender<Result<Prediction, QueueError>>,
 }
 
+/// The queue, a receiver told when warm-up ends (or why it failed), and
+/// the device thread.
+pub type Started = (Queue, oneshot::Receiver<Result<(), String>>, std::thread::JoinHandle<()>);
+
 /// The handle the HTTP handlers use.
 #[derive(Clone)]
 pub struct Queue {
@@ -52,7 +56,7 @@ impl Queue {
         max_batch_size: usize,
         max_concurrent: usize,
         metrics: Arc<Metrics>,
-    ) -> std::io::Result<(Self, oneshot::Receiver<Result<(), String>>, std::thread::JoinHandle<()>)> {
+    ) -> std::io::Result<Started> {
         let (sender, receiver) = mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = oneshot::channel();
         let max_batch_size = max_batch_size.max(1);

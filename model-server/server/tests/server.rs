@@ -51,10 +51,10 @@ async fn start(config: ServeConfig) -> SocketAddr {
     let client = reqwest::Client::new();
     let started = Instant::now();
     loop {
-        if let Ok(response) = client.get(format!("http://{addr}/ping")).send().await {
-            if response.status() == 200 {
-                return addr;
-            }
+        if let Ok(response) = client.get(format!("http://{addr}/ping")).send().await
+            && response.status() == 200
+        {
+            return addr;
         }
         assert!(started.elapsed() < Duration::from_secs(60), "the server never became ready");
         tokio::time::sleep(Duration::from_millis(50)).await;
