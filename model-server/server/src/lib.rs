@@ -53,7 +53,8 @@ pub fn generated_manifest(kind: &str) -> Option<ModelManifest> {
 /// Loads the model, starts the device thread and returns the router; the
 /// server answers `/ping` with 200 once warm-up has finished.
 pub async fn build(config: &ServeConfig) -> anyhow::Result<(axum::Router, std::thread::JoinHandle<()>)> {
-    let device = Device::Cpu;
+    // The CUDA build uses the first GPU when there is one; otherwise CPU.
+    let device = Device::cuda_if_available(0)?;
     let classifier = Arc::new(Classifier::load(&config.model_dir, &device)?);
     tracing::info!(model = %classifier.manifest.name, version = %classifier.manifest.version, trained = classifier.manifest.trained, "model loaded");
     let metrics = Arc::new(Metrics::new(config.max_batch_size));

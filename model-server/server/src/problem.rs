@@ -15,6 +15,8 @@ pub enum ApiError {
     Queue(#[from] QueueError),
     #[error("the model is still loading")]
     NotReady,
+    #[error("cannot explain {0:?}: not one of the model's labels (or use \"top\")")]
+    UnknownLabel(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -25,6 +27,7 @@ impl ApiError {
             Self::Decode(DecodeError::TooManyBytes { .. } | DecodeError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Decode(DecodeError::UnknownFormat | DecodeError::Unsupported { .. }) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Decode(DecodeError::Empty | DecodeError::Corrupt { .. }) => StatusCode::BAD_REQUEST,
+            Self::UnknownLabel(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Queue(QueueError::Overloaded(_)) => StatusCode::TOO_MANY_REQUESTS,
             Self::NotReady | Self::Queue(QueueError::Stopped) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Queue(QueueError::Inference(_)) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cxr_inference::models::{Classifier, ModelInput};
+use cxr_inference::models::{Classifier, Explanation, ModelInput};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use crate::metrics::Metrics;
@@ -15,6 +15,8 @@ use crate::metrics::Metrics;
 #[derive(Clone, Debug)]
 pub struct Prediction {
     pub probabilities: Vec<f32>,
+    /// Grad-CAM and boxes, when asked for.
+    pub explanation: Option<Explanation>,
     pub batch_size: usize,
     pub queued: Duration,
     pub inference: Duration,
@@ -30,8 +32,26 @@ pub enum QueueError {
     Inference(String),
 }
 
+/// Which label to explain with Grad-CAM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExplainRequest {
+    Label(usize),
+    /// The label with the highest probability.
+    Top,
+}
+
+/// What the device needs to explain one image: the label and the original
+/// image's size (the heatmap and boxes are in its frame).
+#[derive(Clone, Copy, Debug)]
+pub struct Explain {
+    pub request: ExplainRequest,
+    pub width: usize,
+    pub height: usize,
+}
+
 struct Entry {
     input: ModelInput,
+    explain: Option<Explain>,
     admitted: Instant,
     reply: oneshot::Sender<Result<Prediction, QueueError>>,
 }
@@ -72,9 +92,15 @@ impl Queue {
     }
 
     /// Queues one preprocessed image and waits for its prediction.
-    pub async fn infer(&self, input: ModelInput, admitted: Instant, _permit: &OwnedSemaphorePermit) -> Result<Prediction, QueueError> {
+    pub async fn infer(
+        &self,
+        input: ModelInput,
+        explain: Option<Explain>,
+        admitted: Instant,
+        _permit: &OwnedSemaphorePermit,
+    ) -> Result<Prediction, QueueError> {
         let (reply, answer) = oneshot::channel();
-        self.sender.send(Entry { input, admitted, reply }).map_err(|_| QueueError::Stopped)?;
+        self.sender.send(Entry { input, explain, admitted, reply }).map_err(|_| QueueError::Stopped)?;
         answer.await.map_err(|_| QueueError::Stopped)?
     }
 }
@@ -121,7 +147,24 @@ fn device_loop(
                 for (entry, probabilities) in batch.into_iter().zip(outputs) {
                     let queued = started.saturating_duration_since(entry.admitted);
                     metrics.queue_seconds.observe(queued.as_secs_f64());
-                    let _ = entry.reply.send(Ok(Prediction { probabilities, batch_size: size, queued, inference }));
+                    // Explanations run after the batch, one image at a time,
+                    // on this same device thread.
+                    let explanation = match entry.explain {
+                        None => Ok(None),
+                        Some(explain) => {
+                            let label = match explain.request {
+                                ExplainRequest::Label(label) => label,
+                                ExplainRequest::Top => {
+                                    probabilities.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i)
+                                }
+                            };
+                            classifier.explain(&entry.input, label, explain.width, explain.height).map(Some)
+                        }
+                    };
+                    let reply = explanation
+                        .map(|explanation| Prediction { probabilities, explanation, batch_size: size, queued, inference })
+                        .map_err(|e| QueueError::Inference(e.to_string()));
+                    let _ = entry.reply.send(reply);
                 }
             }
             Err(err) => {

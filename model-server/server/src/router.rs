@@ -9,8 +9,11 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{StatusCode, header};
+use std::collections::HashMap;
+
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use base64::Engine;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use cxr_inference::decode::{Decoded, Format, Limits, decode};
@@ -19,7 +22,7 @@ use serde::Serialize;
 
 use crate::metrics::{Metrics, StatusLabel};
 use crate::problem::{ApiError, problem};
-use crate::queue::Queue;
+use crate::queue::{Explain, ExplainRequest, Queue};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -62,10 +65,10 @@ pub struct InvocationResponse {
     pub image: ImageInfo,
     /// Every label, in the model's output order.
     pub findings: Vec<Finding>,
-    /// CAM-derived boxes (not yet produced: always empty).
-    pub boxes: Vec<serde_json::Value>,
-    /// Grad-CAM overlay (not yet produced: always null).
-    pub heatmap: Option<String>,
+    /// CAM-derived boxes for the explained label (empty unless asked).
+    pub boxes: Vec<Box>,
+    /// Grad-CAM overlay for the explained label (null unless asked).
+    pub heatmap: Option<HeatmapInfo>,
     /// Images in the device batch this one ran in.
     pub batch_size: usize,
     pub timings_ms: Timings,
@@ -94,6 +97,28 @@ pub struct Finding {
     pub probability: f32,
 }
 
+/// A box in original-image pixels, `[x_min, y_min]` from the top-left.
+#[derive(Debug, Serialize)]
+pub struct Box {
+    pub label: String,
+    pub x_min: f32,
+    pub y_min: f32,
+    pub width: f32,
+    pub height: f32,
+    pub score: f32,
+}
+
+/// An RGBA PNG the size of `width x height`, to be stretched over the
+/// whole original image (one heatmap pixel = `scale` original pixels).
+#[derive(Debug, Serialize)]
+pub struct HeatmapInfo {
+    pub label: String,
+    pub width: usize,
+    pub height: usize,
+    pub scale: f64,
+    pub png_base64: String,
+}
+
 #[derive(Debug, Serialize)]
 pub struct Timings {
     pub decode: f64,
@@ -102,8 +127,38 @@ pub struct Timings {
     pub total: f64,
 }
 
-async fn invocations(State(state): State<AppState>, body: Bytes) -> Response {
-    let result = invoke(&state, body).await;
+/// `?explain=<label>` or `?explain=top`, or the same in SageMaker's
+/// `X-Amzn-SageMaker-Custom-Attributes` header (`explain=Cardiomegaly`),
+/// which is how a SageMaker endpoint passes options through.
+fn explain_request(state: &AppState, query: &HashMap<String, String>, headers: &HeaderMap) -> Result<Option<ExplainRequest>, ApiError> {
+    let from_header = headers
+        .get("x-amzn-sagemaker-custom-attributes")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split([',', ';']).find_map(|kv| kv.trim().strip_prefix("explain=").map(str::to_owned)));
+    let Some(wanted) = query.get("explain").cloned().or(from_header) else { return Ok(None) };
+    if wanted.eq_ignore_ascii_case("top") {
+        return Ok(Some(ExplainRequest::Top));
+    }
+    state
+        .classifier
+        .manifest
+        .labels
+        .iter()
+        .position(|l| l.eq_ignore_ascii_case(&wanted))
+        .map(|i| Some(ExplainRequest::Label(i)))
+        .ok_or(ApiError::UnknownLabel(wanted))
+}
+
+async fn invocations(
+    State(state): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let result = match explain_request(&state, &query, &headers) {
+        Ok(explain) => invoke(&state, body, explain).await,
+        Err(err) => Err(err),
+    };
     let response = match result {
         Ok(answer) => axum::Json(answer).into_response(),
         Err(err) => {
@@ -117,7 +172,7 @@ async fn invocations(State(state): State<AppState>, body: Bytes) -> Response {
     response
 }
 
-async fn invoke(state: &AppState, body: Bytes) -> Result<InvocationResponse, ApiError> {
+async fn invoke(state: &AppState, body: Bytes, explain: Option<ExplainRequest>) -> Result<InvocationResponse, ApiError> {
     let started = Instant::now();
     if !state.ready.load(Ordering::Acquire) {
         return Err(ApiError::NotReady);
@@ -134,9 +189,30 @@ async fn invoke(state: &AppState, body: Bytes) -> Result<InvocationResponse, Api
     .map_err(|e| ApiError::Internal(e.to_string()))??;
     let decoded_at = Instant::now();
     state.metrics.decode_seconds.observe((decoded_at - started).as_secs_f64());
-    let prediction = state.queue.infer(input, decoded_at, &permit).await?;
+    let explain = explain.map(|request| Explain { request, width: decoded.pixels.width, height: decoded.pixels.height });
+    let prediction = state.queue.infer(input, explain, decoded_at, &permit).await?;
     drop(permit);
     let manifest = &state.classifier.manifest;
+    let (boxes, heatmap) = match &prediction.explanation {
+        None => (Vec::new(), None),
+        Some(explanation) => {
+            let label = manifest.labels.get(explanation.label).cloned().unwrap_or_default();
+            let png = cxr_inference::explain::overlay_png(&explanation.heatmap).map_err(|e| ApiError::Internal(e.to_string()))?;
+            let boxes = explanation
+                .boxes
+                .iter()
+                .map(|b| Box { label: label.clone(), x_min: b.x_min, y_min: b.y_min, width: b.width, height: b.height, score: b.score })
+                .collect();
+            let heatmap = HeatmapInfo {
+                label,
+                width: explanation.heatmap.width,
+                height: explanation.heatmap.height,
+                scale: explanation.heatmap.scale,
+                png_base64: base64::engine::general_purpose::STANDARD.encode(png),
+            };
+            (boxes, Some(heatmap))
+        }
+    };
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
     Ok(InvocationResponse {
         model: ModelInfo { name: manifest.name.clone(), version: manifest.version.clone(), trained: manifest.trained },
@@ -147,8 +223,8 @@ async fn invoke(state: &AppState, body: Bytes) -> Result<InvocationResponse, Api
             .zip(prediction.probabilities)
             .map(|(label, probability)| Finding { label: label.clone(), probability })
             .collect(),
-        boxes: Vec::new(),
-        heatmap: None,
+        boxes,
+        heatmap,
         batch_size: prediction.batch_size,
         timings_ms: Timings {
             decode: ms(decoded_at - started),

@@ -215,3 +215,43 @@ async fn sigterm_finishes_requests_in_flight() {
     let exit = tokio::time::timeout(Duration::from_secs(30), child.wait()).await.expect("exits").expect("status");
     assert!(exit.success(), "clean exit: {exit:?}");
 }
+
+#[tokio::test]
+async fn grad_cam_heatmap_and_boxes_on_request() {
+    let addr = start(config(8, 64)).await;
+    let client = reqwest::Client::new();
+    let response = client.post(format!("http://{addr}/invocations?explain=Cardiomegaly")).body(png()).send().await.expect("request");
+    assert_eq!(response.status(), 200);
+    let json: serde_json::Value = response.json().await.expect("JSON");
+    let heatmap = &json["heatmap"];
+    assert_eq!(heatmap["label"], "Cardiomegaly");
+    assert_eq!((heatmap["width"].as_u64(), heatmap["height"].as_u64()), (Some(320), Some(280)), "small images keep their size");
+    use base64::Engine;
+    let png_bytes = base64::engine::general_purpose::STANDARD.decode(heatmap["png_base64"].as_str().expect("png")).expect("base64");
+    let overlay = image::load_from_memory(&png_bytes).expect("a PNG");
+    assert_eq!((overlay.width(), overlay.height()), (320, 280));
+    for b in json["boxes"].as_array().expect("boxes") {
+        let (x, y, w, h) = (b["x_min"].as_f64().unwrap_or(-1.0), b["y_min"].as_f64().unwrap_or(-1.0), b["width"].as_f64().unwrap_or(0.0), b["height"].as_f64().unwrap_or(0.0));
+        assert!(x >= 0.0 && y >= 0.0 && w > 0.0 && h > 0.0 && x + w <= 320.0 + 1e-3 && y + h <= 280.0 + 1e-3, "{b}");
+        assert_eq!(b["label"], "Cardiomegaly");
+    }
+
+    // Without the option: no explanation work, nulls.
+    let (_, plain, _) = invoke(addr, png()).await;
+    assert!(plain["heatmap"].is_null() && plain["boxes"].as_array().is_some_and(Vec::is_empty));
+
+    // SageMaker passes options in the custom attributes header.
+    let response = client
+        .post(format!("http://{addr}/endpoints/cxr/invocations"))
+        .header("X-Amzn-SageMaker-Custom-Attributes", "explain=top")
+        .body(png())
+        .send()
+        .await
+        .expect("request");
+    let json: serde_json::Value = response.json().await.expect("JSON");
+    let top = json["findings"].as_array().expect("findings").iter().max_by(|a, b| a["probability"].as_f64().unwrap_or(0.0).total_cmp(&b["probability"].as_f64().unwrap_or(0.0))).expect("top")["label"].clone();
+    assert_eq!(json["heatmap"]["label"], top);
+
+    let response = client.post(format!("http://{addr}/invocations?explain=Dragons")).body(png()).send().await.expect("request");
+    assert_eq!(response.status(), 422);
+}

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{DenseNet121, ResNet50, calibrate, sigmoid};
 use crate::decode::Decoded;
+use crate::explain;
 use crate::formula_weights::FormulaWeights;
 use crate::preprocess::{CropWindow, imagenet_input, xrv_input};
 
@@ -90,6 +91,14 @@ pub struct Classifier {
     pub manifest: ModelManifest,
     network: Network,
     device: Device,
+}
+
+/// A label's Grad-CAM in the original image's frame, and its boxes.
+#[derive(Clone, Debug)]
+pub struct Explanation {
+    pub label: usize,
+    pub heatmap: explain::Heatmap,
+    pub boxes: Vec<explain::CamBox>,
 }
 
 /// One preprocessed image and where its input came from.
@@ -196,6 +205,31 @@ impl Classifier {
         };
         let logits: Vec<Vec<f32>> = logits.to_dtype(DType::F32)?.to_vec2()?;
         Ok(logits.into_iter().map(|row| self.probabilities(&row)).collect())
+    }
+
+    /// Grad-CAM for `label` on one preprocessed image, placed in the
+    /// original image's frame (`width x height`), with CAM-derived boxes.
+    pub fn explain(&self, input: &ModelInput, label: usize, width: usize, height: usize) -> Result<Explanation, ModelError> {
+        let (channels, side) = self.input_shape();
+        let x = Tensor::from_vec(input.values.clone(), (1, channels, side, side), &self.device)?;
+        let maps = match &self.network {
+            Network::DenseNet(net) => net.feature_maps(&x)?,
+            Network::ResNet(net) => net.feature_maps(&x)?,
+        }
+        .squeeze(0)?;
+        let (k, grid_h, grid_w) = maps.dims3()?;
+        let pooled = maps.mean((1, 2))?;
+        let weights = match &self.network {
+            Network::DenseNet(net) => net.score_gradient(&pooled, label)?,
+            Network::ResNet(net) => net.score_gradient(&pooled, label)?,
+        };
+        let weights: Vec<f32> = weights.to_dtype(DType::F32)?.to_vec1()?;
+        let maps: Vec<f32> = maps.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+        let grid = grid_h.max(grid_w);
+        let cam = explain::cam(&maps, k, &weights);
+        let heatmap = explain::to_original(&cam, grid, input.window, width, height);
+        let boxes = explain::boxes(&heatmap);
+        Ok(Explanation { label, heatmap, boxes })
     }
 
     fn probabilities(&self, logits: &[f32]) -> Vec<f32> {

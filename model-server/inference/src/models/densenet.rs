@@ -139,6 +139,11 @@ impl DenseNet121 {
         feature_maps.mean(D::Minus1)?.mean(D::Minus1)?.apply(&self.classifier)
     }
 
+    /// d logit[label] / d pooled features: the classifier's row (`(1024,)`).
+    pub fn score_gradient(&self, _pooled: &Tensor, label: usize) -> Result<Tensor> {
+        self.classifier.weight().get(label)
+    }
+
     /// Logits, `(batch, num_classes)`, for preprocessed `(batch, C, H, W)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.classify(&self.feature_maps(x)?)

@@ -4,7 +4,7 @@ pub mod classifier;
 pub mod densenet;
 pub mod resnet;
 
-pub use classifier::{Architecture, Classifier, ModelError, ModelInput, ModelManifest, Output, Preprocessing};
+pub use classifier::{Architecture, Classifier, Explanation, ModelError, ModelInput, ModelManifest, Output, Preprocessing};
 pub use densenet::DenseNet121;
 pub use resnet::ResNet50;
 

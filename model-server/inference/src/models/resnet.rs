@@ -135,6 +135,21 @@ impl ResNet50 {
         }
     }
 
+    /// d logit[label] / d pooled features, `(2048,)`, for one image's
+    /// pooled features `(2048,)`: the `fc` row, or through the MLP head
+    /// `W1^T (W2[label] * relu'(W1 p + b1))`.
+    pub fn score_gradient(&self, pooled: &Tensor, label: usize) -> Result<Tensor> {
+        match &self.head {
+            Head::Linear(fc) => fc.weight().get(label),
+            Head::Mlp { hidden, output } => {
+                let z = pooled.unsqueeze(0)?.apply(hidden)?.squeeze(0)?;
+                let active = z.gt(0f32)?.to_dtype(z.dtype())?;
+                let upstream = (output.weight().get(label)? * active)?;
+                upstream.unsqueeze(0)?.matmul(hidden.weight())?.squeeze(0)
+            }
+        }
+    }
+
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.classify(&self.feature_maps(x)?)
     }
