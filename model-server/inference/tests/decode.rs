@@ -121,3 +121,76 @@ fn crc32(bytes: &[u8]) -> u32 {
     }
     !crc
 }
+
+/// An 8-bit MONOCHROME2 object (columns x rows gradient) with the given
+/// transfer syntax and pixel data value.
+fn dicom_8bit(ts: &str, columns: u16, rows: u16, pixel_data: dicom_core::value::Value<InMemDicomObject, Vec<u8>>) -> Vec<u8> {
+    let mut object = InMemDicomObject::from_element_iter([
+        DataElement::new(tags::SOP_CLASS_UID, VR::UI, PrimitiveValue::from("1.2.840.10008.5.1.4.1.1.7")),
+        DataElement::new(tags::SOP_INSTANCE_UID, VR::UI, PrimitiveValue::from("1.2.3.5")),
+        DataElement::new(tags::SAMPLES_PER_PIXEL, VR::US, PrimitiveValue::from(1u16)),
+        DataElement::new(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, PrimitiveValue::from("MONOCHROME2")),
+        DataElement::new(tags::ROWS, VR::US, PrimitiveValue::from(rows)),
+        DataElement::new(tags::COLUMNS, VR::US, PrimitiveValue::from(columns)),
+        DataElement::new(tags::BITS_ALLOCATED, VR::US, PrimitiveValue::from(8u16)),
+        DataElement::new(tags::BITS_STORED, VR::US, PrimitiveValue::from(8u16)),
+        DataElement::new(tags::HIGH_BIT, VR::US, PrimitiveValue::from(7u16)),
+        DataElement::new(tags::PIXEL_REPRESENTATION, VR::US, PrimitiveValue::from(0u16)),
+    ]);
+    object.put(DataElement::new(tags::PIXEL_DATA, VR::OB, pixel_data));
+    let meta = FileMetaTableBuilder::new()
+        .media_storage_sop_class_uid("1.2.840.10008.5.1.4.1.1.7")
+        .media_storage_sop_instance_uid("1.2.3.5")
+        .transfer_syntax(ts);
+    let mut out = Vec::new();
+    object.with_meta(meta).expect("meta").write_all(&mut out).expect("write");
+    out
+}
+
+#[test]
+fn dicom_rle_lossless_decodes() {
+    // 4x2 pixels, one RLE segment: a header (1 segment at offset 64), then
+    // one literal run of 8 bytes (control byte 7).
+    let pixels: [u8; 8] = [0, 32, 64, 96, 128, 160, 192, 255];
+    let mut segment = Vec::new();
+    segment.extend_from_slice(&1u32.to_le_bytes());
+    segment.extend_from_slice(&64u32.to_le_bytes());
+    segment.extend_from_slice(&[0u8; 56]);
+    segment.push(7);
+    segment.extend_from_slice(&pixels);
+    segment.push(0); // even length
+    let value: dicom_core::value::Value<InMemDicomObject, Vec<u8>> =
+        dicom_core::value::Value::PixelSequence(dicom_core::value::PixelFragmentSequence::new(Vec::<u32>::new(), vec![segment]));
+    let bytes = dicom_8bit("1.2.840.10008.1.2.5", 4, 2, value);
+    let decoded = decode(&bytes, &Limits::default()).expect("RLE Lossless");
+    assert_eq!((decoded.pixels.width, decoded.pixels.height), (4, 2));
+    let expected: Vec<f32> = pixels.iter().map(|&p| f32::from(p) / 255.0).collect();
+    assert_eq!(decoded.pixels.samples, expected, "min-max VOI over 0..255");
+}
+
+#[test]
+fn dicom_jpeg_baseline_decodes() {
+    use dicom_pixeldata::Transcode;
+    let pixels: Vec<u8> = (0..64u32 * 64).map(|i| ((i % 64) * 4) as u8).collect();
+    let native = dicom_8bit("1.2.840.10008.1.2.1", 64, 64, dicom_core::value::Value::from(PrimitiveValue::U8(pixels.into())));
+    let mut object = dicom_object::OpenFileOptions::new().from_reader(&native[128..]).expect("read");
+    object.transcode(&dicom_transfer_syntax_registry::entries::JPEG_BASELINE.erased()).expect("encode JPEG baseline");
+    let mut jpeg = Vec::new();
+    object.write_all(&mut jpeg).expect("write");
+    let decoded = decode(&jpeg, &Limits::default()).expect("JPEG baseline");
+    assert_eq!((decoded.format, decoded.pixels.width, decoded.pixels.height), (Format::Dicom, 64, 64));
+    // Lossy, but the gradient survives: left edge dark, right edge bright.
+    assert!(decoded.pixels.samples[0] < 0.1 && decoded.pixels.samples[63] > 0.9, "{:?}", &decoded.pixels.samples[..4]);
+}
+
+#[test]
+fn an_unsupported_transfer_syntax_says_so() {
+    // JPEG 2000 (no decoder in this build), with a fragment of junk.
+    let value: dicom_core::value::Value<InMemDicomObject, Vec<u8>> =
+        dicom_core::value::Value::PixelSequence(dicom_core::value::PixelFragmentSequence::new(Vec::<u32>::new(), vec![vec![0u8; 16]]));
+    let bytes = dicom_8bit("1.2.840.10008.1.2.4.90", 4, 2, value);
+    match decode(&bytes, &Limits::default()) {
+        Err(DecodeError::Unsupported { format: Format::Dicom, reason }) => assert!(reason.contains("1.2.840.10008.1.2.4.90"), "{reason}"),
+        other => panic!("expected an unsupported transfer syntax, got {other:?}"),
+    }
+}
