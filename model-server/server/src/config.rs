@@ -33,6 +33,10 @@ pub struct ServeConfig {
     /// model artefact to /opt/ml/model.
     #[arg(long, env = "SM_MODEL_DIR", default_value = "/opt/ml/model")]
     pub model_dir: PathBuf,
+    /// Copy the model from this S3 prefix into `model_dir` first
+    /// (`s3://bucket/prefix` holding `model.json` and its weights).
+    #[arg(long, env = "MODEL_S3_URI")]
+    pub model_s3_uri: Option<String>,
     /// SageMaker sends requests to port 8080.
     #[arg(long, env = "MODEL_SERVER_ADDR", default_value = "0.0.0.0:8080")]
     pub addr: SocketAddr,

@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod metrics;
+pub mod model_source;
 pub mod problem;
 pub mod queue;
 pub mod router;
@@ -53,6 +54,9 @@ pub fn generated_manifest(kind: &str) -> Option<ModelManifest> {
 /// Loads the model, starts the device thread and returns the router; the
 /// server answers `/ping` with 200 once warm-up has finished.
 pub async fn build(config: &ServeConfig) -> anyhow::Result<(axum::Router, std::thread::JoinHandle<()>)> {
+    if let Some(uri) = &config.model_s3_uri {
+        model_source::fetch_from_s3(uri, &config.model_dir).await?;
+    }
     // The CUDA build uses the first GPU when there is one; otherwise CPU.
     let device = Device::cuda_if_available(0)?;
     let classifier = Arc::new(Classifier::load(&config.model_dir, &device)?);

@@ -34,6 +34,7 @@ fn model_dir() -> &'static Path {
 fn config(max_batch_size: usize, max_concurrent_requests: usize) -> ServeConfig {
     ServeConfig {
         model_dir: model_dir().to_owned(),
+        model_s3_uri: None,
         addr: "127.0.0.1:0".parse().expect("addr"),
         max_batch_size,
         max_concurrent_requests,
@@ -254,4 +255,29 @@ async fn grad_cam_heatmap_and_boxes_on_request() {
 
     let response = client.post(format!("http://{addr}/invocations?explain=Dragons")).body(png()).send().await.expect("request");
     assert_eq!(response.status(), 422);
+}
+
+#[tokio::test]
+async fn the_model_can_come_from_an_s3_prefix() {
+    // The local S3 stand-in (infra/local/dev.sh up) plays S3.
+    let stack = cxr_platform::testing::LocalStack::get();
+    let store = stack.fresh_bucket().await;
+    for name in ["model.json", "model.safetensors"] {
+        let bytes = std::fs::read(model_dir().join(name)).expect("model file");
+        let key = cxr_platform::storage::s3::ObjectKey::new(format!("models/densenet/{name}")).expect("key");
+        store.put(&key, bytes, "application/octet-stream").await.expect("upload");
+    }
+    // aws-config reads the stack's endpoint and credentials from the environment.
+    for (name, value) in stack.vars() {
+        // SAFETY: set before any other thread of this test reads them.
+        unsafe { std::env::set_var(name, value) };
+    }
+    let target = tempfile::tempdir().expect("dir");
+    cxr_model_server::model_source::fetch_from_s3(&format!("s3://{}/models/densenet", store.bucket()), target.path()).await.expect("fetch");
+    let mut config = config(8, 64);
+    config.model_dir = target.path().to_owned();
+    let addr = start(config).await;
+    let (status, json, _) = invoke(addr, png()).await;
+    assert_eq!((status, json["model"]["name"].as_str()), (200, Some("densenet121-xrv-generated")));
+    assert!(matches!(cxr_model_server::model_source::fetch_from_s3("https://example.com/x", target.path()).await, Err(_)));
 }
