@@ -96,3 +96,31 @@ fn resnet50_pneumonia_head_matches_torchvision() {
 fn resnet50_covid_pneumonia_normal_head_matches_torchvision() {
     resnet_case("resnet50_covid3.json");
 }
+
+#[test]
+fn half_precision_stays_close_to_f32() {
+    use cxr_inference::decode::{Decoded, Format};
+    use cxr_inference::models::{Architecture, Classifier, ModelManifest, Output, Preprocessing};
+    let manifest = ModelManifest {
+        name: "resnet50-covid3-generated".into(),
+        version: "0".into(),
+        architecture: Architecture::Resnet50 { hidden: 256 },
+        labels: vec!["COVID-19".into(), "Pneumonia".into(), "Normal".into()],
+        preprocessing: Preprocessing::Imagenet224,
+        output: Output::Softmax,
+        thresholds: vec![],
+        trained: false,
+        weights: "model.safetensors".into(),
+    };
+    let image = Decoded { format: Format::Png, pixels: grey_image(), bit_depth: 8 };
+    let run = |dtype| {
+        let model = Classifier::with_formula_weights(manifest.clone(), &Device::Cpu, dtype).expect("model");
+        let input = model.preprocess(&image);
+        model.predict(&[input.values.as_slice()]).expect("predict").remove(0)
+    };
+    let reference = run(DType::F32);
+    // bf16 is GPU-only: candle 0.11 has no bf16 matmul on CPU.
+    let worst = run(DType::F16).iter().zip(&reference).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    eprintln!("F16: largest probability difference from f32 {worst:.2e}");
+    assert!(worst < 1e-3, "f16 drifts {worst}");
+}

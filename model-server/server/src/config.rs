@@ -50,6 +50,10 @@ pub struct ServeConfig {
     /// Largest request body (SageMaker real-time allows 6 MB).
     #[arg(long, env = "MODEL_SERVER_MAX_BODY_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// Arithmetic precision: f32, or f16/bf16 where the device supports them
+    /// (on a GPU; on CPU they are slower than f32).
+    #[arg(long, env = "MODEL_SERVER_DTYPE", default_value = "f32", value_parser = ["f32", "f16", "bf16"])]
+    pub dtype: String,
     /// Largest image side in pixels.
     #[arg(long, env = "MODEL_SERVER_MAX_SIDE", default_value_t = 16384)]
     pub max_side: u32,

@@ -59,8 +59,17 @@ pub async fn build(config: &ServeConfig) -> anyhow::Result<(axum::Router, std::t
     }
     // The CUDA build uses the first GPU when there is one; otherwise CPU.
     let device = Device::cuda_if_available(0)?;
-    let classifier = Arc::new(Classifier::load(&config.model_dir, &device)?);
-    tracing::info!(model = %classifier.manifest.name, version = %classifier.manifest.version, trained = classifier.manifest.trained, "model loaded");
+    let dtype = match config.dtype.as_str() {
+        "f16" => candle_core::DType::F16,
+        "bf16" => candle_core::DType::BF16,
+        _ => candle_core::DType::F32,
+    };
+    anyhow::ensure!(
+        !(device.is_cpu() && dtype == candle_core::DType::BF16),
+        "--dtype bf16 needs a GPU (candle has no bf16 matrix multiply on CPU); use f32 or f16"
+    );
+    let classifier = Arc::new(Classifier::load(&config.model_dir, &device, dtype)?);
+    tracing::info!(model = %classifier.manifest.name, version = %classifier.manifest.version, trained = classifier.manifest.trained, ?device, ?dtype, "model loaded");
     let metrics = Arc::new(Metrics::new(config.max_batch_size));
     let (queue, warm, thread) = Queue::start(classifier.clone(), config.max_batch_size, config.max_concurrent_requests, metrics.clone())?;
     let ready = Arc::new(AtomicBool::new(false));

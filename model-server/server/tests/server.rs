@@ -40,6 +40,7 @@ fn config(max_batch_size: usize, max_concurrent_requests: usize) -> ServeConfig 
         max_concurrent_requests,
         max_body_bytes: 2 * 1024 * 1024,
         max_side: 4096,
+        dtype: "f32".into(),
     }
 }
 
@@ -280,4 +281,18 @@ async fn the_model_can_come_from_an_s3_prefix() {
     let (status, json, _) = invoke(addr, png()).await;
     assert_eq!((status, json["model"]["name"].as_str()), (200, Some("densenet121-xrv-generated")));
     assert!(cxr_model_server::model_source::fetch_from_s3("https://example.com/x", target.path()).await.is_err());
+}
+
+#[tokio::test]
+async fn half_precision_serves_and_bf16_on_cpu_is_refused_clearly() {
+    let mut half = config(8, 64);
+    half.dtype = "f16".into();
+    let addr = start(half).await;
+    let (status, json, _) = invoke(addr, png()).await;
+    assert_eq!(status, 200, "{json}");
+
+    let mut bf16 = config(8, 64);
+    bf16.dtype = "bf16".into();
+    let refused = cxr_model_server::build(&bf16).await.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(refused.contains("needs a GPU"), "{refused}");
 }

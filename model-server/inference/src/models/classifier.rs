@@ -91,6 +91,7 @@ pub struct Classifier {
     pub manifest: ModelManifest,
     network: Network,
     device: Device,
+    dtype: DType,
 }
 
 /// A label's Grad-CAM in the original image's frame, and its boxes.
@@ -110,7 +111,9 @@ pub struct ModelInput {
 
 impl Classifier {
     /// Reads `model.json` in `dir` and the weights it names.
-    pub fn load(dir: &Path, device: &Device) -> Result<Self, ModelError> {
+    /// `dtype`: F32, or F16/BF16 where the device supports them (weights
+    /// are converted on load; inputs are cast; outputs come back as f32).
+    pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<Self, ModelError> {
         let path = dir.join("model.json");
         let manifest: ModelManifest = std::fs::read_to_string(&path)
             .map_err(|e| e.to_string())
@@ -119,19 +122,19 @@ impl Classifier {
         let weights: PathBuf = dir.join(&manifest.weights);
         // SAFETY of the mmap: the weights file is not modified while the
         // server runs (model directories are read-only artefacts).
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[weights], DType::F32, device) }.map_err(ModelError::Weights)?;
-        Self::build(manifest, vb, device)
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[weights], dtype, device) }.map_err(ModelError::Weights)?;
+        Self::build(manifest, vb, device, dtype)
     }
 
     /// A model with generated (untrained) weights, for tests and local runs
     /// without the real checkpoint.
-    pub fn with_formula_weights(manifest: ModelManifest, device: &Device) -> Result<Self, ModelError> {
+    pub fn with_formula_weights(manifest: ModelManifest, device: &Device, dtype: DType) -> Result<Self, ModelError> {
         let stems = match manifest.architecture {
             Architecture::Densenet121Xrv => vec!["features.conv0.weight".to_owned()],
             Architecture::Resnet50 { .. } => vec![],
         };
-        let vb = VarBuilder::from_backend(Box::new(FormulaWeights { stems }), DType::F32, device.clone());
-        Self::build(manifest, vb, device)
+        let vb = VarBuilder::from_backend(Box::new(FormulaWeights { stems }), dtype, device.clone());
+        Self::build(manifest, vb, device, dtype)
     }
 
     /// Writes a model directory (`model.json` + `model.safetensors`) with
@@ -147,7 +150,7 @@ impl Classifier {
             recorded: Default::default(),
         };
         let vb = VarBuilder::from_backend(Box::new(recording.clone()), DType::F32, Device::Cpu);
-        Self::build(manifest.clone(), vb, &Device::Cpu)?;
+        Self::build(manifest.clone(), vb, &Device::Cpu, DType::F32)?;
         let tensors = recording.recorded.lock().map(|t| t.clone()).map_err(|_| ModelError::Inconsistent("weights lock poisoned".into()))?;
         let io = |e: std::io::Error| ModelError::Manifest { path: dir.display().to_string(), reason: e.to_string() };
         std::fs::create_dir_all(dir).map_err(io)?;
@@ -157,7 +160,7 @@ impl Classifier {
         Ok(())
     }
 
-    fn build(manifest: ModelManifest, vb: VarBuilder, device: &Device) -> Result<Self, ModelError> {
+    fn build(manifest: ModelManifest, vb: VarBuilder, device: &Device, dtype: DType) -> Result<Self, ModelError> {
         let classes = manifest.labels.len();
         if classes == 0 {
             return Err(ModelError::Inconsistent("no labels".into()));
@@ -169,7 +172,11 @@ impl Classifier {
             Architecture::Densenet121Xrv => Network::DenseNet(DenseNet121::new(1, classes, vb).map_err(ModelError::Weights)?),
             Architecture::Resnet50 { hidden } => Network::ResNet(ResNet50::new(3, classes, Some(hidden), vb).map_err(ModelError::Weights)?),
         };
-        Ok(Self { manifest, network, device: device.clone() })
+        Ok(Self { manifest, network, device: device.clone(), dtype })
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
     }
 
     /// Channels and side of one input.
@@ -198,7 +205,7 @@ impl Classifier {
         for input in inputs {
             flat.extend_from_slice(input);
         }
-        let x = Tensor::from_vec(flat, (inputs.len(), channels, side, side), &self.device)?;
+        let x = Tensor::from_vec(flat, (inputs.len(), channels, side, side), &self.device)?.to_dtype(self.dtype)?;
         let logits = match &self.network {
             Network::DenseNet(net) => net.forward(&x)?,
             Network::ResNet(net) => net.forward(&x)?,
@@ -211,7 +218,7 @@ impl Classifier {
     /// original image's frame (`width x height`), with CAM-derived boxes.
     pub fn explain(&self, input: &ModelInput, label: usize, width: usize, height: usize) -> Result<Explanation, ModelError> {
         let (channels, side) = self.input_shape();
-        let x = Tensor::from_vec(input.values.clone(), (1, channels, side, side), &self.device)?;
+        let x = Tensor::from_vec(input.values.clone(), (1, channels, side, side), &self.device)?.to_dtype(self.dtype)?;
         let maps = match &self.network {
             Network::DenseNet(net) => net.feature_maps(&x)?,
             Network::ResNet(net) => net.feature_maps(&x)?,
