@@ -48,6 +48,13 @@ pub enum StudyStatus {
 }
 
 impl StudyStatus {
+    pub const ALL: [StudyStatus; 5] = [Self::Created, Self::Uploaded, Self::Processing, Self::Done, Self::Failed];
+
+    /// The status named `name` (its lowercase name), if there is one.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Created => "created",

@@ -233,6 +233,32 @@ impl Database {
         row.as_ref().map(study_from_row).transpose()
     }
 
+    /// A page of `owner`'s studies, newest first, after `after` (the
+    /// `(created_at, row id)` of the last study of the previous page),
+    /// optionally only those in `status`.
+    pub async fn list_studies(
+        &self,
+        owner: &Owner,
+        status: Option<StudyStatus>,
+        after: Option<(OffsetDateTime, i64)>,
+        limit: u32,
+    ) -> Result<Vec<StudyRecord>, DbError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {STUDY_COLUMNS} FROM studies
+              WHERE owner = $1 AND ($2::study_status IS NULL OR status = $2)
+                AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4))
+              ORDER BY created_at DESC, id DESC LIMIT $5"
+        ))
+        .bind(owner.as_str())
+        .bind(status)
+        .bind(after.map(|(t, _)| t))
+        .bind(after.map_or(0, |(_, id)| id))
+        .bind(i64::from(limit))
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(study_from_row).collect()
+    }
+
     /// The study an uploaded object belongs to (for S3 event handlers).
     pub async fn find_study_by_object(&self, bucket: &str, key: &str) -> Result<Option<StudyRecord>, DbError> {
         let row = sqlx::query(&format!("SELECT {STUDY_COLUMNS} FROM studies WHERE s3_bucket = $1 AND s3_key = $2"))

@@ -1,0 +1,4 @@
+//! The endpoints under `/v1`, one module per resource.
+
+pub mod health;
+pub mod studies;

@@ -1,0 +1,129 @@
+//! The API on a random port against the local stack (PostgreSQL, S3).
+
+use std::sync::Arc;
+
+use cxr_api::app::{AppState, router};
+use cxr_api::config::ApiSettings;
+use cxr_platform::domain::Owner;
+use cxr_platform::testing::LocalStack;
+use serde_json::{Value, json};
+
+const ALICE: &str = "alice-token-0123456789";
+const BOB: &str = "bob-token-0123456789ab";
+
+async fn start() -> (String, AppState) {
+    let stack = LocalStack::get();
+    let settings = ApiSettings {
+        dev_tokens: [(ALICE, "alice"), (BOB, "bob")].into_iter().map(|(t, o)| (t.to_owned(), Owner::new(o).expect("owner"))).collect(),
+        upload_url_ttl: std::time::Duration::from_secs(120),
+        max_upload_bytes: 1024 * 1024,
+    };
+    let state = AppState { db: stack.fresh_database().await, images: stack.fresh_bucket().await, settings: Arc::new(settings) };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let app = router(state.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (base, state)
+}
+
+async fn call(method: reqwest::Method, url: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+    let mut request = reqwest::Client::new().request(method, url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn create_upload_read_and_list_owner_scoped() {
+    let (base, _) = start().await;
+    let png = b"\x89PNG\r\n\x1a\nnot really an image".to_vec();
+    let (status, created) =
+        call(reqwest::Method::POST, &format!("{base}/v1/studies"), Some(ALICE), Some(json!({"content_type": "image/png", "content_length": png.len()}))).await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["status"], "created");
+    let id = created["id"].as_str().expect("id").to_owned();
+
+    // Upload through the presigned URL, with exactly the signed headers.
+    let upload = &created["upload"];
+    let mut put = reqwest::Client::new().put(upload["url"].as_str().expect("url"));
+    for header in upload["headers"].as_array().expect("headers") {
+        put = put.header(header[0].as_str().expect("name"), header[1].as_str().expect("value"));
+    }
+    let put = put.body(png.clone()).send().await.expect("PUT");
+    assert!(put.status().is_success(), "{}", put.text().await.unwrap_or_default());
+
+    let (status, study) = call(reqwest::Method::GET, &format!("{base}/v1/studies/{id}"), Some(ALICE), None).await;
+    assert_eq!((status, study["id"].as_str()), (200, Some(id.as_str())));
+    assert!(study["findings"].as_array().is_some_and(Vec::is_empty));
+
+    // Bob sees nothing of Alice's: 404 for the study, an empty list.
+    let (status, problem) = call(reqwest::Method::GET, &format!("{base}/v1/studies/{id}"), Some(BOB), None).await;
+    assert_eq!((status, problem["status"].as_u64()), (404, Some(404)));
+    let (_, bobs) = call(reqwest::Method::GET, &format!("{base}/v1/studies"), Some(BOB), None).await;
+    assert_eq!(bobs["studies"].as_array().map(Vec::len), Some(0));
+    let (_, alices) = call(reqwest::Method::GET, &format!("{base}/v1/studies"), Some(ALICE), None).await;
+    assert_eq!(alices["studies"][0]["id"].as_str(), Some(id.as_str()));
+}
+
+#[tokio::test]
+async fn pages_follow_the_cursor_newest_first_and_filter_by_status() {
+    let (base, _) = start().await;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        let (_, created) = call(reqwest::Method::POST, &format!("{base}/v1/studies"), Some(ALICE), Some(json!({"content_type": "application/dicom", "content_length": 10}))).await;
+        ids.push(created["id"].as_str().expect("id").to_owned());
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let url = match &cursor {
+            Some(c) => format!("{base}/v1/studies?limit=2&cursor={c}"),
+            None => format!("{base}/v1/studies?limit=2"),
+        };
+        let (status, page) = call(reqwest::Method::GET, &url, Some(ALICE), None).await;
+        assert_eq!(status, 200, "{page}");
+        seen.extend(page["studies"].as_array().expect("studies").iter().map(|s| s["id"].as_str().expect("id").to_owned()));
+        cursor = page["next_cursor"].as_str().map(str::to_owned);
+        if cursor.is_none() {
+            break;
+        }
+    }
+    ids.reverse();
+    assert_eq!(seen, ids, "every study once, newest first");
+    let (_, done) = call(reqwest::Method::GET, &format!("{base}/v1/studies?status=done"), Some(ALICE), None).await;
+    assert_eq!(done["studies"].as_array().map(Vec::len), Some(0));
+    let (status, _) = call(reqwest::Method::GET, &format!("{base}/v1/studies?status=sideways"), Some(ALICE), None).await;
+    assert_eq!(status, 400);
+    let (status, _) = call(reqwest::Method::GET, &format!("{base}/v1/studies?cursor=%%%"), Some(ALICE), None).await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn bad_requests_get_problems() {
+    let (base, _) = start().await;
+    let url = format!("{base}/v1/studies");
+    let (status, problem) = call(reqwest::Method::POST, &url, None, Some(json!({"content_type": "image/png", "content_length": 10}))).await;
+    assert_eq!((status, problem["title"].as_str()), (401, Some("Unauthorized")));
+    let (status, _) = call(reqwest::Method::POST, &url, Some("wrong-token-0123456789"), Some(json!({}))).await;
+    assert_eq!(status, 401);
+    let (status, problem) = call(reqwest::Method::POST, &url, Some(ALICE), Some(json!({"content_type": "image/gif", "content_length": 10}))).await;
+    assert_eq!(status, 415, "{problem}");
+    let (status, _) = call(reqwest::Method::POST, &url, Some(ALICE), Some(json!({"content_type": "image/png", "content_length": 2_000_000}))).await;
+    assert_eq!(status, 413);
+    let (status, _) = call(reqwest::Method::POST, &url, Some(ALICE), Some(json!({"content_type": "image/png", "content_length": 0}))).await;
+    assert_eq!(status, 422);
+    let (status, problem) = call(reqwest::Method::POST, &url, Some(ALICE), Some(json!({"content_type": "image/png"}))).await;
+    assert_eq!(status, 400, "{problem}");
+    let (status, _) = call(reqwest::Method::GET, &format!("{base}/v1/studies/not-a-uuid"), Some(ALICE), None).await;
+    assert_eq!(status, 404);
+    let (status, _) = call(reqwest::Method::GET, &format!("{base}/v1/nothing-here"), Some(ALICE), None).await;
+    assert_eq!(status, 404);
+    let (status, health) = call(reqwest::Method::GET, &format!("{base}/v1/health"), None, None).await;
+    assert_eq!((status, health["status"].as_str()), (200, Some("ok")));
+}
