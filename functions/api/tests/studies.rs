@@ -127,3 +127,36 @@ async fn bad_requests_get_problems() {
     let (status, health) = call(reqwest::Method::GET, &format!("{base}/v1/health"), None, None).await;
     assert_eq!((status, health["status"].as_str()), (200, Some("ok")));
 }
+
+/// The sample API Gateway HTTP API (payload v2) event, through lambda_http's
+/// own conversion, into the same Router: the caller is the JWT `sub`.
+async fn lambda_event(state: &AppState, file: &str) -> (u16, Value) {
+    use tower::ServiceExt;
+    let path = format!("{}/../../events/{file}", env!("CARGO_MANIFEST_DIR"));
+    let event = std::fs::read_to_string(path).expect("sample event");
+    let request = lambda_http::request::from_str(&event).expect("an API Gateway v2 event");
+    let (parts, body) = request.into_parts();
+    let request = axum::http::Request::from_parts(parts, axum::body::Body::from(body.to_vec()));
+    let response = router(state.clone()).oneshot(request).await.expect("response");
+    let status = response.status().as_u16();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.expect("body");
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn in_lambda_the_caller_is_the_jwt_subject() {
+    let (_, state) = start().await;
+    let new = cxr_platform::storage::postgres::studies::NewStudy {
+        owner: Owner::new("alice").expect("owner"),
+        s3_bucket: state.images.bucket().to_owned(),
+        media_type: cxr_platform::domain::MediaType::Png,
+    };
+    let study = state.db.create_study(&new).await.expect("study");
+    let (status, page) = lambda_event(&state, "api-list-studies.json").await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["studies"][0]["id"].as_str(), Some(study.id.to_string().as_str()));
+    // A request that reached the function without an authorizer is refused,
+    // even though dev tokens are configured.
+    let (status, _) = lambda_event(&state, "api-list-studies-no-authorizer.json").await;
+    assert_eq!(status, 401);
+}
