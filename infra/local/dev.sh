@@ -256,6 +256,7 @@ export DOCUMENTDB_DATABASE=cxr_warehouse
 export COCO_DESTINATION=s3://cxr-data-mart/coco
 export DEIDENTIFY_SECRET=local-development-only-deidentify-secret
 export CXR_PYTHON=$TOOLS_DIR/pytools/bin/python
+export API_DEV_TOKENS=local-dev-token-alice=alice,local-dev-token-bob00=bob
 EOF
 }
 
