@@ -12,7 +12,7 @@ use cxr_platform::storage::s3::ObjectStore;
 
 use crate::config::ApiSettings;
 use crate::problem::ApiError;
-use crate::routes::{health, studies};
+use crate::routes::{annotations, health, studies};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -36,6 +36,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/health", get(health::health))
         .route("/v1/studies", get(studies::list).post(studies::create))
         .route("/v1/studies/{id}", get(studies::get))
+        .route("/v1/studies/{id}/annotations", get(annotations::list).post(annotations::create))
         .fallback(|| async { ApiError::NotFound })
         .with_state(state)
 }

@@ -160,3 +160,52 @@ async fn in_lambda_the_caller_is_the_jwt_subject() {
     let (status, _) = lambda_event(&state, "api-list-studies-no-authorizer.json").await;
     assert_eq!(status, 401);
 }
+
+#[tokio::test]
+async fn annotations_are_validated_against_labels_and_image_bounds() {
+    let (base, state) = start().await;
+    let (_, created) = call(reqwest::Method::POST, &format!("{base}/v1/studies"), Some(ALICE), Some(json!({"content_type": "image/png", "content_length": 10}))).await;
+    let id = created["id"].as_str().expect("id").to_owned();
+    let url = format!("{base}/v1/studies/{id}/annotations");
+    let boxed = json!({"label": "Cardiomegaly", "box": {"x_min": 100, "y_min": 200, "width": 300, "height": 150}});
+
+    // Before the image is processed: labels yes, boxes not yet (no bounds).
+    let (status, _) = call(reqwest::Method::POST, &url, Some(ALICE), Some(boxed.clone())).await;
+    assert_eq!(status, 409);
+    let (status, image_level) = call(reqwest::Method::POST, &url, Some(ALICE), Some(json!({"label": "ILD"}))).await;
+    assert_eq!((status, image_level["bbox"].is_null()), (201, true), "{image_level}");
+
+    // The upload is read: the image is 1024 x 768.
+    let study = state.db.find_study(&Owner::new("alice").expect("owner"), id.parse().expect("id")).await.expect("find").expect("study");
+    let facts = cxr_platform::storage::postgres::studies::ImageFacts {
+        byte_size: 10,
+        sha256: cxr_platform::domain::Sha256Digest::of(b"image"),
+        width: 1024,
+        height: 768,
+        bit_depth: 8,
+        modality: None,
+        dicom: None,
+    };
+    state.db.record_upload(study.row_id, &facts).await.expect("record upload");
+
+    let (status, annotation) = call(reqwest::Method::POST, &url, Some(ALICE), Some(boxed)).await;
+    assert_eq!(status, 201, "{annotation}");
+    assert_eq!((annotation["label"].as_str(), annotation["author"].as_str()), (Some("Cardiomegaly"), Some("alice")));
+    let outside = json!({"label": "Nodule/Mass", "box": {"x_min": 1000, "y_min": 10, "width": 100, "height": 10}});
+    let (status, problem) = call(reqwest::Method::POST, &url, Some(ALICE), Some(outside)).await;
+    assert_eq!(status, 422);
+    assert!(problem["detail"].as_str().is_some_and(|d| d.contains("1024x768")), "{problem}");
+    for bad in [json!({"label": "Dragons"}), json!({"label_set": "nope", "label": "ILD"}), json!({"label": "ILD", "box": {"x_min": -1, "y_min": 0, "width": 1, "height": 1}})] {
+        let (status, problem) = call(reqwest::Method::POST, &url, Some(ALICE), Some(bad)).await;
+        assert_eq!(status, 422, "{problem}");
+    }
+    let (status, _) = call(reqwest::Method::POST, &url, Some(ALICE), Some(json!({"label": "ILD", "colour": "red"}))).await;
+    assert_eq!(status, 400, "unknown fields are refused");
+
+    let (status, list) = call(reqwest::Method::GET, &url, Some(ALICE), None).await;
+    assert_eq!((status, list.as_array().map(Vec::len)), (200, Some(2)));
+    let (status, _) = call(reqwest::Method::GET, &url, Some(BOB), None).await;
+    assert_eq!(status, 404, "another owner sees nothing");
+    let (status, _) = call(reqwest::Method::POST, &url, Some(BOB), Some(json!({"label": "ILD"}))).await;
+    assert_eq!(status, 404);
+}

@@ -1,4 +1,5 @@
 //! The endpoints under `/v1`, one module per resource.
 
+pub mod annotations;
 pub mod health;
 pub mod studies;
