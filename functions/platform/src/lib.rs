@@ -9,6 +9,7 @@
 //!   and DocumentDB (warehouse).
 //! - [`jobs`]: what scheduled jobs share: locking, runs, watermarks,
 //!   checkpoints and resumption.
+//! - [`imaging`]: what an uploaded image is, from its headers.
 //! - [`deidentify`]: PS3.15 basic-profile DICOM de-identification and
 //!   PNG/JPEG metadata stripping, before images leave the data lake.
 
@@ -16,6 +17,7 @@ pub mod aws;
 pub mod config;
 pub mod deidentify;
 pub mod domain;
+pub mod imaging;
 pub mod jobs;
 pub mod storage;
 pub mod telemetry;
