@@ -13,14 +13,8 @@ use cxr_platform::testing::{LocalStack, closed_port};
 
 fn model_dir() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("generated-densenet121-xrv");
-    if !dir.join("model.json").exists() {
-        let partial = dir.with_extension(format!("partial-{}", std::process::id()));
-        let manifest = cxr_model_server::generated_manifest("densenet121-xrv").expect("manifest");
-        cxr_inference::models::Classifier::write_generated(&partial, &manifest).expect("model");
-        if std::fs::rename(&partial, &dir).is_err() {
-            let _ = std::fs::remove_dir_all(&partial);
-        }
-    }
+    let manifest = cxr_model_server::generated_manifest("densenet121-xrv").expect("manifest");
+    cxr_inference::models::Classifier::write_generated_once(&dir, &manifest).expect("model");
     dir
 }
 

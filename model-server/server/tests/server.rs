@@ -18,15 +18,8 @@ fn model_dir() -> &'static Path {
     static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     DIR.get_or_init(|| {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("generated-densenet121-xrv");
-        if !dir.join("model.json").exists() {
-            let partial = dir.with_extension(format!("partial-{}", std::process::id()));
-            let manifest = cxr_model_server::generated_manifest("densenet121-xrv").expect("manifest");
-            Classifier::write_generated(&partial, &manifest).expect("write model");
-            if std::fs::rename(&partial, &dir).is_err() {
-                // Another test process got there first.
-                let _ = std::fs::remove_dir_all(&partial);
-            }
-        }
+        let manifest = cxr_model_server::generated_manifest("densenet121-xrv").expect("manifest");
+        Classifier::write_generated_once(&dir, &manifest).expect("write model");
         dir
     })
 }

@@ -94,6 +94,16 @@ pub struct Classifier {
     dtype: DType,
 }
 
+/// The formula weights of an architecture (its stem sees [-1024, 1024]
+/// input for TorchXRayVision, so it is scaled down; see `formula_weights`).
+fn formula_for(architecture: Architecture) -> FormulaWeights {
+    let stems = match architecture {
+        Architecture::Densenet121Xrv => vec!["features.conv0.weight".to_owned()],
+        Architecture::Resnet50 { .. } => vec![],
+    };
+    FormulaWeights { stems }
+}
+
 /// A label's Grad-CAM in the original image's frame, and its boxes.
 #[derive(Clone, Debug)]
 pub struct Explanation {
@@ -129,11 +139,7 @@ impl Classifier {
     /// A model with generated (untrained) weights, for tests and local runs
     /// without the real checkpoint.
     pub fn with_formula_weights(manifest: ModelManifest, device: &Device, dtype: DType) -> Result<Self, ModelError> {
-        let stems = match manifest.architecture {
-            Architecture::Densenet121Xrv => vec!["features.conv0.weight".to_owned()],
-            Architecture::Resnet50 { .. } => vec![],
-        };
-        let vb = VarBuilder::from_backend(Box::new(FormulaWeights { stems }), dtype, device.clone());
+        let vb = VarBuilder::from_backend(Box::new(formula_for(manifest.architecture)), dtype, device.clone());
         Self::build(manifest, vb, device, dtype)
     }
 
@@ -141,12 +147,8 @@ impl Classifier {
     /// generated weights: a real model directory for local runs and tests,
     /// loaded through the same [`Classifier::load`] path as trained weights.
     pub fn write_generated(dir: &Path, manifest: &ModelManifest) -> Result<(), ModelError> {
-        let stems = match manifest.architecture {
-            Architecture::Densenet121Xrv => vec!["features.conv0.weight".to_owned()],
-            Architecture::Resnet50 { .. } => vec![],
-        };
         let recording = crate::formula_weights::RecordingFormulaWeights {
-            formula: std::sync::Arc::new(FormulaWeights { stems }),
+            formula: std::sync::Arc::new(formula_for(manifest.architecture)),
             recorded: Default::default(),
         };
         let vb = VarBuilder::from_backend(Box::new(recording.clone()), DType::F32, Device::Cpu);
@@ -157,6 +159,22 @@ impl Classifier {
         candle_core::safetensors::save(&tensors, dir.join(&manifest.weights)).map_err(ModelError::Weights)?;
         let json = serde_json::to_string_pretty(manifest).map_err(|e| ModelError::Inconsistent(e.to_string()))?;
         std::fs::write(dir.join("model.json"), json).map_err(io)?;
+        Ok(())
+    }
+
+    /// [`Classifier::write_generated`] into `dir` unless a complete model is
+    /// already there; safe when several processes (test binaries) race:
+    /// each writes aside and renames, the first rename wins.
+    pub fn write_generated_once(dir: &Path, manifest: &ModelManifest) -> Result<(), ModelError> {
+        if dir.join("model.json").exists() {
+            return Ok(());
+        }
+        let partial = dir.with_extension(format!("partial-{}", std::process::id()));
+        Self::write_generated(&partial, manifest)?;
+        if std::fs::rename(&partial, dir).is_err() {
+            // Another process got there first; its copy is the same.
+            let _ = std::fs::remove_dir_all(&partial);
+        }
         Ok(())
     }
 
