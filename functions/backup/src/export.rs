@@ -109,11 +109,7 @@ pub async fn run_backup(db: &Database, store: &ObjectStore, options: &BackupOpti
                 bytes: checkpoint.bytes(),
                 resumed_from: job.resumed_from(),
             };
-            if report.complete {
-                job.succeed(&checkpoint.counts()).await?;
-            } else {
-                job.hand_over(&checkpoint.counts()).await?;
-            }
+            job.end(report.complete, &checkpoint.counts()).await?;
             Ok(report)
         }
         Err(err) => {

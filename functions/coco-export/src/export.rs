@@ -152,11 +152,7 @@ pub async fn run_export(
     match result {
         Ok(complete) => {
             report.complete = complete;
-            if complete {
-                job.succeed(&counts).await?;
-            } else {
-                job.hand_over(&counts).await?;
-            }
+            job.end(complete, &counts).await?;
             Ok(report)
         }
         Err(err) => {

@@ -113,11 +113,7 @@ pub async fn run_load(
                 chunks: checkpoint.chunks,
                 resumed_from: job.resumed_from(),
             };
-            if complete {
-                job.succeed(&checkpoint.counts()).await?;
-            } else {
-                job.hand_over(&checkpoint.counts()).await?;
-            }
+            job.end(complete, &checkpoint.counts()).await?;
             Ok(report)
         }
         Err(err) => {

@@ -198,6 +198,12 @@ impl Job {
         self.release().await
     }
 
+    /// Ends a run that stopped without an error: succeeded when its whole
+    /// window is done, handed over when it ran out of time first.
+    pub async fn end(self, complete: bool, counts: &serde_json::Value) -> Result<(), JobError> {
+        if complete { self.succeed(counts).await } else { self.hand_over(counts).await }
+    }
+
     /// Ends the run as failed, keeping the error; the watermark stays where
     /// it was, so the next run covers this run's window again.
     pub async fn fail(mut self, counts: &serde_json::Value, error: &str) -> Result<(), JobError> {
