@@ -10,18 +10,8 @@ use cxr_platform::storage::s3::ObjectStore;
 use cxr_platform::testing::{LocalStack, seed, table_fingerprint};
 
 fn backup_command(database_url: &str, bucket: &str) -> tokio::process::Command {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_backup"));
-    command.arg("run").env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
-    for (name, value) in LocalStack::get().vars() {
-        command.env(name, value);
-    }
-    command
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("DATABASE_URL", database_url)
-        .env("BACKUP_BUCKET", bucket)
-        .env("BACKUP_CHUNK_STUDIES", "1")
-        .env("RUST_LOG", "warn")
-        .kill_on_drop(true);
+    let mut command = LocalStack::get().command(env!("CARGO_BIN_EXE_backup"));
+    command.arg("run").env("DATABASE_URL", database_url).env("BACKUP_BUCKET", bucket).env("BACKUP_CHUNK_STUDIES", "1");
     command
 }
 

@@ -235,20 +235,15 @@ async fn a_dry_run_writes_nothing_and_a_short_budget_hands_over() {
 }
 
 fn export_command(database_url: &str, destination: &Path) -> tokio::process::Command {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_coco-export"));
-    command.arg("run").env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
-    for (name, value) in LocalStack::get().vars() {
-        command.env(name, value);
-    }
+    let mut command = LocalStack::get().command(env!("CARGO_BIN_EXE_coco-export"));
     command
+        .arg("run")
         .env("DATABASE_URL", database_url)
         .env("COCO_DESTINATION", destination)
         .env("COCO_CHUNK_STUDIES", "1")
         .env("COCO_INCLUDE_MODEL_BOXES", "true")
         .env("COCO_VALIDATION_PERCENT", "25")
-        .env("DEIDENTIFY_SECRET", SECRET)
-        .env("RUST_LOG", "warn")
-        .kill_on_drop(true);
+        .env("DEIDENTIFY_SECRET", SECRET);
     command
 }
 

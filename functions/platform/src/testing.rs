@@ -96,6 +96,17 @@ impl LocalStack {
         self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
 
+    /// `program` with a clean environment holding only `PATH` and the
+    /// stack's variables, killed when dropped: for tests that run a job's
+    /// binary (and kill it halfway).
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(program);
+        command.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+        command.envs(self.vars());
+        command.env("AWS_EC2_METADATA_DISABLED", "true").env("RUST_LOG", "warn").kill_on_drop(true);
+        command
+    }
+
     pub fn sdk_config(&self) -> SdkConfig {
         let credentials = Credentials::new(
             self.var("AWS_ACCESS_KEY_ID"),

@@ -177,17 +177,12 @@ async fn out_of_time_runs_hand_over_until_the_window_is_loaded() {
 }
 
 fn warehouse_command(database_url: &str, warehouse: &Warehouse) -> tokio::process::Command {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_warehouse"));
-    command.arg("run").env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
-    for (name, value) in LocalStack::get().vars() {
-        command.env(name, value);
-    }
+    let mut command = LocalStack::get().command(env!("CARGO_BIN_EXE_warehouse"));
     command
+        .arg("run")
         .env("DATABASE_URL", database_url)
         .env("DOCUMENTDB_DATABASE", warehouse.database_name())
-        .env("WAREHOUSE_CHUNK_STUDIES", "1")
-        .env("RUST_LOG", "warn")
-        .kill_on_drop(true);
+        .env("WAREHOUSE_CHUNK_STUDIES", "1");
     command
 }
 
