@@ -62,6 +62,8 @@ pub struct Decoded {
 }
 
 /// Which format the first bytes say (never the client's content type).
+/// The same rule as `cxr_platform::domain::MediaType::sniff`, kept here so
+/// the model server does not link the platform's AWS and database crates.
 pub fn sniff(bytes: &[u8]) -> Option<Format> {
     if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
         Some(Format::Png)
