@@ -105,6 +105,7 @@ pub const INFERENCE_RUNS: Table = Table {
         cast("thresholds", Text, "jsonb"),
         cast("timings_ms", Text, "jsonb"),
         col("created_at", Timestamp),
+        col("heatmap_key", Text),
     ],
     key: &["id"],
 };
@@ -354,10 +355,27 @@ impl TableData {
             .collect();
         for batch in reader {
             let batch = batch?;
-            if batch.schema().fields().len() != table.columns.len() {
-                return Err(shape(format!("{} columns, expected {}", batch.schema().fields().len(), table.columns.len())));
+            // Backups written before a nullable column was appended to a
+            // table (e.g. `inference_runs.heatmap_key`) lack it: its values
+            // are NULL. Any other difference in shape is an error.
+            let present = batch.schema().fields().len();
+            let names_match = batch.schema().fields().iter().zip(table.columns).all(|(f, c)| f.name() == c.name);
+            if present > table.columns.len() || present == 0 || !names_match {
+                return Err(shape(format!("{present} columns, expected {} named as in the table", table.columns.len())));
             }
+            let rows = batch.num_rows();
             for (i, (column, values)) in table.columns.iter().zip(columns.iter_mut()).enumerate() {
+                if i >= present {
+                    match values {
+                        Values::I64(v) => v.extend(std::iter::repeat_n(None, rows)),
+                        Values::I32(v) => v.extend(std::iter::repeat_n(None, rows)),
+                        Values::I16(v) => v.extend(std::iter::repeat_n(None, rows)),
+                        Values::F32(v) => v.extend(std::iter::repeat_n(None, rows)),
+                        Values::Text(v) => v.extend(std::iter::repeat_n(None, rows)),
+                        Values::Timestamp(v) => v.extend(std::iter::repeat_n(None, rows)),
+                    }
+                    continue;
+                }
                 let array = batch.column(i);
                 let wrong = || shape(format!("column {} has type {}", column.name, array.data_type()));
                 match values {
@@ -456,9 +474,15 @@ mod tests {
                 Values::Text(vec![Some("{}".into())]),
                 Values::Text(vec![Some("{}".into())]),
                 Values::Timestamp(vec![Some(t)]),
+                Values::Text(vec![None]),
             ],
         };
         assert_eq!(TableData::from_parquet(&INFERENCE_RUNS, runs.to_parquet().expect("write")).expect("read"), runs);
+
+        // A backup written before `heatmap_key` existed reads with NULLs.
+        const OLD_RUNS: Table = Table { name: "inference_runs", columns: INFERENCE_RUNS.columns.split_at(7).0, key: &["id"] };
+        let old = TableData { table: &OLD_RUNS, columns: runs.columns[..7].to_vec() };
+        assert_eq!(TableData::from_parquet(&INFERENCE_RUNS, old.to_parquet().expect("write")).expect("read"), runs);
     }
 
     #[test]

@@ -2,57 +2,27 @@
 //! and the real model server (in-process, generated DenseNet-121 weights),
 //! reached through the real `aws-sdk-sagemakerruntime` client.
 
-use std::path::PathBuf;
-
 use aws_lambda_events::s3::S3Event;
+use cxr_infer::endpoint::EndpointError;
+use cxr_infer::local_relay::LocalRelay;
 use cxr_infer::{InferError, InferHandler, InferSettings};
 use cxr_platform::domain::{MediaType, Owner, StudyStatus};
+use cxr_platform::storage::dynamodb::DynamoTable;
+use cxr_platform::storage::postgres::Database;
 use cxr_platform::storage::postgres::studies::NewStudy;
+use cxr_platform::storage::results::{ModelRef, ResultStore};
 use cxr_platform::storage::s3::{ObjectKey, ObjectStore};
 use cxr_platform::testing::{LocalStack, closed_port};
 
-fn model_dir() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("generated-densenet121-xrv");
-    let manifest = cxr_model_server::generated_manifest("densenet121-xrv").expect("manifest");
-    cxr_inference::models::Classifier::write_generated_once(&dir, &manifest).expect("model");
-    dir
-}
-
-/// The model server on a random port; its base URL.
+/// The model server (generated DenseNet-121 weights) on a random port.
 async fn model_server() -> String {
-    let config = cxr_model_server::config::ServeConfig {
-        model_dir: model_dir(),
-        model_s3_uri: None,
-        addr: "127.0.0.1:0".parse().expect("addr"),
-        max_batch_size: 4,
-        max_concurrent_requests: 16,
-        max_body_bytes: 64 << 20,
-        max_side: 16384,
-        dtype: "f32".into(),
-    };
-    let (app, _thread) = cxr_model_server::build(&config).await.expect("model server");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    let started = std::time::Instant::now();
-    while std::net::TcpStream::connect(base.trim_start_matches("http://")).is_err() || !ready(&base).await {
-        assert!(started.elapsed().as_secs() < 60, "model server not ready");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    base
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("generated-densenet121-xrv");
+    cxr_model_server::in_process::serve_generated("densenet121-xrv", &dir).await.expect("model server")
 }
 
-async fn ready(base: &str) -> bool {
-    // /ping through a raw HTTP/1.0 request: no HTTP client needed here.
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(mut stream) = tokio::net::TcpStream::connect(base.trim_start_matches("http://")).await else { return false };
-    let _ = stream.write_all(b"GET /ping HTTP/1.0\r\n\r\n").await;
-    let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer).await;
-    answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200")
-}
+const GENERATED_MODEL: &str = "densenet121-xrv-generated";
 
-fn handler(db: cxr_platform::storage::postgres::Database, endpoint: &str) -> InferHandler {
+fn handler(db: Database, results: &DynamoTable, endpoint: &str, model: Option<ModelRef>) -> InferHandler {
     let stack = LocalStack::get();
     let sdk = aws_config::SdkConfig::builder()
         .behavior_version(aws_config::BehaviorVersion::latest())
@@ -60,12 +30,8 @@ fn handler(db: cxr_platform::storage::postgres::Database, endpoint: &str) -> Inf
         .credentials_provider(stack.sdk_config().credentials_provider().expect("credentials"))
         .endpoint_url(endpoint)
         .build();
-    InferHandler {
-        db,
-        s3: stack.s3_client(),
-        runtime: aws_sdk_sagemakerruntime::Client::new(&sdk),
-        settings: InferSettings { endpoint_name: "cxr-densenet121".into() },
-    }
+    let settings = InferSettings { model, ..InferSettings::for_endpoint("cxr-densenet121") };
+    InferHandler::new(db, ResultStore::new(results.clone()), stack.s3_client(), aws_sdk_sagemakerruntime::Client::new(&sdk), settings)
 }
 
 /// The sample event, pointed at this bucket and key.
@@ -77,7 +43,7 @@ fn event(bucket: &str, key: &str) -> S3Event {
     serde_json::from_value(json).expect("an S3 event")
 }
 
-async fn upload(store: &ObjectStore, db: &cxr_platform::storage::postgres::Database, media_type: MediaType, body: Vec<u8>) -> cxr_platform::storage::postgres::studies::StudyRecord {
+async fn upload(store: &ObjectStore, db: &Database, media_type: MediaType, body: Vec<u8>) -> cxr_platform::storage::postgres::studies::StudyRecord {
     let study = db
         .create_study(&NewStudy { owner: Owner::new("alice").expect("owner"), s3_bucket: store.bucket().to_owned(), media_type })
         .await
@@ -98,16 +64,31 @@ async fn an_upload_event_runs_the_model_and_stores_findings_once() {
     let stack = LocalStack::get();
     let db = stack.fresh_database().await;
     let store = stack.fresh_bucket().await;
-    let handler = handler(db.clone(), &model_server().await);
+    let table = stack.fresh_table().await;
+    let handler = handler(db.clone(), &table, &model_server().await, None);
 
     let study = upload(&store, &db, MediaType::Png, png()).await;
     let report = handler.handle(&event(store.bucket(), &study.s3_key)).await.expect("handled");
-    assert_eq!((report.done, report.failed, report.ignored), (1, 0, 0));
+    assert_eq!((report.done, report.cached, report.failed, report.ignored), (1, 0, 0, 0));
     let stored = db.find_study(&study.owner, study.id).await.expect("find").expect("study");
     assert_eq!((stored.status, stored.width, stored.height), (StudyStatus::Done, Some(300), Some(260)));
     let run = db.latest_inference(study.row_id).await.expect("run").expect("a run");
-    assert_eq!(run.model_name, "densenet121-xrv-generated");
+    assert_eq!(run.model_name, GENERATED_MODEL);
     assert!(run.findings.len() >= 18, "18 labels (and CAM boxes): {}", run.findings.len());
+
+    // The heatmap is in S3 under its content-addressed key, a PNG.
+    let heatmap = run.heatmap_key.as_deref().expect("a heatmap key");
+    assert!(heatmap.starts_with(&format!("heatmaps/{}/", stored.sha256.expect("sha").to_hex())), "{heatmap}");
+    let png_bytes = store.get(&ObjectKey::new(heatmap).expect("key"), 1 << 20).await.expect("heatmap object").bytes;
+    assert!(png_bytes.starts_with(b"\x89PNG"), "a PNG");
+
+    // DynamoDB holds the hot copy and the cache entry.
+    let results = ResultStore::new(table.clone());
+    let snapshot = results.snapshot(study.id).await.expect("read").expect("hot copy");
+    assert_eq!((snapshot.status, snapshot.findings.len(), snapshot.heatmap_key.as_deref()), (StudyStatus::Done, run.findings.len(), Some(heatmap)));
+    let model = ModelRef { name: GENERATED_MODEL.into(), version: "0".into() };
+    let cached = results.cached(&stored.sha256.expect("sha"), &model).await.expect("read").expect("cache entry");
+    assert_eq!(cached.findings, run.findings);
 
     // S3 may deliver the same event again: nothing changes.
     let again = handler.handle(&event(store.bucket(), &study.s3_key)).await.expect("handled");
@@ -125,7 +106,7 @@ async fn bad_uploads_fail_the_study_with_a_reason() {
     let stack = LocalStack::get();
     let db = stack.fresh_database().await;
     let store = stack.fresh_bucket().await;
-    let handler = handler(db.clone(), &model_server().await);
+    let handler = handler(db.clone(), &stack.fresh_table().await, &model_server().await, None);
     // Declared DICOM, uploaded PNG.
     let study = upload(&store, &db, MediaType::Dicom, png()).await;
     let report = handler.handle(&event(store.bucket(), &study.s3_key)).await.expect("handled");
@@ -140,15 +121,106 @@ async fn an_unavailable_endpoint_leaves_the_study_retryable() {
     let stack = LocalStack::get();
     let db = stack.fresh_database().await;
     let store = stack.fresh_bucket().await;
-    let down = handler(db.clone(), &format!("http://127.0.0.1:{}", closed_port()));
+    let table = stack.fresh_table().await;
+    let down = handler(db.clone(), &table, &format!("http://127.0.0.1:{}", closed_port()), None);
     let study = upload(&store, &db, MediaType::Png, png()).await;
     let result = down.handle(&event(store.bucket(), &study.s3_key)).await;
-    assert!(matches!(result, Err(InferError::EndpointUnavailable(_))), "{result:?}");
+    assert!(matches!(result, Err(InferError::Endpoint(EndpointError::Unavailable(_)))), "{result:?}");
     let stored = db.find_study(&study.owner, study.id).await.expect("find").expect("study");
     assert_eq!(stored.status, StudyStatus::Uploaded, "retryable, not failed");
 
     // The retry, with the endpoint back, finishes it.
-    let up = handler(db.clone(), &model_server().await);
+    let up = handler(db.clone(), &table, &model_server().await, None);
     let report = up.handle(&event(store.bucket(), &study.s3_key)).await.expect("retry");
+    assert_eq!(report.done, 1);
+}
+
+/// The same image is never inferred twice by the same model: the second
+/// study is answered from the cache while the endpoint is down. And when
+/// the DynamoDB writes of the first result were lost (table missing), the
+/// cache is rebuilt from PostgreSQL, the system of record.
+#[tokio::test]
+async fn the_same_image_is_inferred_once_even_when_dynamodb_lost_the_result() {
+    let stack = LocalStack::get();
+    let db = stack.fresh_database().await;
+    let store = stack.fresh_bucket().await;
+    let table = stack.fresh_table().await;
+    let model = ModelRef { name: GENERATED_MODEL.into(), version: "0".into() };
+    let image = png();
+
+    // First result: DynamoDB writes fail (no such table), PostgreSQL commits.
+    let lost = DynamoTable::from_client(stack.dynamodb_client(), cxr_platform::testing::unique_name("missing"));
+    let first = upload(&store, &db, MediaType::Png, image.clone()).await;
+    let report = handler(db.clone(), &lost, &model_server().await, None).handle(&event(store.bucket(), &first.s3_key)).await.expect("handled");
+    assert_eq!((report.done, report.cached), (1, 0));
+    let sha = db.find_study(&first.owner, first.id).await.expect("find").expect("study").sha256.expect("sha");
+    let results = ResultStore::new(table.clone());
+    assert!(results.cached(&sha, &model).await.expect("read").is_none());
+
+    // Second study, same bytes, endpoint down: answered from PostgreSQL,
+    // and the DynamoDB cache entry is repaired on the way.
+    let down = handler(db.clone(), &table, &format!("http://127.0.0.1:{}", closed_port()), Some(model.clone()));
+    let second = upload(&store, &db, MediaType::Png, image.clone()).await;
+    let report = down.handle(&event(store.bucket(), &second.s3_key)).await.expect("answered from the cache");
+    assert_eq!((report.done, report.cached), (1, 1));
+    let a = db.latest_inference(first.row_id).await.expect("run").expect("run");
+    let b = db.latest_inference(second.row_id).await.expect("run").expect("run");
+    assert_eq!((&a.findings, &a.heatmap_key), (&b.findings, &b.heatmap_key));
+    assert!(results.cached(&sha, &model).await.expect("read").is_some(), "cache repaired");
+
+    // Third, served by DynamoDB alone.
+    let third = upload(&store, &db, MediaType::Png, image).await;
+    let report = down.handle(&event(store.bucket(), &third.s3_key)).await.expect("answered from the cache");
+    assert_eq!((report.done, report.cached), (1, 1));
+}
+
+/// Locally nothing sends S3 events: the relay notices the upload and
+/// delivers the event S3 would have sent; a study whose image has not
+/// arrived is left alone; a failed delivery is delivered again.
+#[tokio::test]
+async fn the_local_relay_delivers_s3_events_for_uploads() {
+    let stack = LocalStack::get();
+    let db = stack.fresh_database().await;
+    let store = stack.fresh_bucket().await;
+    let table = stack.fresh_table().await;
+    let owner = Owner::new("alice").expect("owner");
+    let waiting = db.create_study(&NewStudy { owner: owner.clone(), s3_bucket: store.bucket().to_owned(), media_type: MediaType::Png }).await.expect("study");
+    let uploaded = upload(&store, &db, MediaType::Png, png()).await;
+
+    let down = handler(db.clone(), &table, &format!("http://127.0.0.1:{}", closed_port()), None);
+    let mut relay = LocalRelay::new(&down, store.clone());
+    relay.retry_after = std::time::Duration::ZERO;
+    let report = relay.sweep().await.expect("sweep");
+    assert_eq!((report.delivered, report.retrying), (1, 1), "one upload, endpoint down");
+    assert_eq!(db.find_study(&owner, uploaded.id).await.expect("find").expect("study").status, StudyStatus::Uploaded);
+
+    let up = handler(db.clone(), &table, &model_server().await, None);
+    let mut relay = LocalRelay::new(&up, store.clone());
+    let report = relay.sweep().await.expect("sweep");
+    assert_eq!((report.delivered, report.retrying), (1, 0));
+    assert_eq!(db.find_study(&owner, uploaded.id).await.expect("find").expect("study").status, StudyStatus::Done);
+    assert_eq!(db.find_study(&owner, waiting.id).await.expect("find").expect("study").status, StudyStatus::Created);
+    assert_eq!(relay.sweep().await.expect("sweep").delivered, 0, "nothing left to deliver");
+}
+
+/// A study another invocation is processing (within its lease) is not
+/// processed twice: the event fails, to be retried.
+#[tokio::test]
+async fn a_study_in_flight_elsewhere_is_retried_not_processed_twice() {
+    let stack = LocalStack::get();
+    let db = stack.fresh_database().await;
+    let store = stack.fresh_bucket().await;
+    let table = stack.fresh_table().await;
+    let study = upload(&store, &db, MediaType::Png, png()).await;
+    let facts = cxr_platform::imaging::describe(&png(), MediaType::Png).expect("facts");
+    db.record_upload(study.row_id, &facts).await.expect("uploaded");
+    assert!(db.claim_for_inference(study.row_id, std::time::Duration::from_secs(45)).await.expect("claim").is_some());
+    let other = handler(db.clone(), &table, &model_server().await, None);
+    let result = other.handle(&event(store.bucket(), &study.s3_key)).await;
+    assert!(matches!(result, Err(InferError::InFlight)), "{result:?}");
+    // A claim older than the lease is taken over.
+    let mut settings_short = handler(db.clone(), &table, &model_server().await, None);
+    settings_short.settings.lease = std::time::Duration::ZERO;
+    let report = settings_short.handle(&event(store.bucket(), &study.s3_key)).await.expect("taken over");
     assert_eq!(report.done, 1);
 }

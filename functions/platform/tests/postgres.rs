@@ -110,6 +110,7 @@ async fn an_inference_is_stored_whole_or_not_at_all() {
         model_version: "1".into(),
         thresholds: BTreeMap::from([("Cardiomegaly".into(), 0.5)]),
         timings_ms: BTreeMap::from([("infer".into(), 12.5)]),
+        heatmap_key: Some("heatmaps/example.png".into()),
     };
     let findings = vec![
         NewFinding::new("Cardiomegaly", 0.91, None, FindingSource::Model).expect("finding"),

@@ -3,6 +3,7 @@
 //! container contract ([`router`]).
 
 pub mod config;
+pub mod in_process;
 pub mod metrics;
 pub mod model_source;
 pub mod problem;

@@ -70,6 +70,9 @@ pub enum PutCondition {
     /// The stored item's numeric `version` attribute equals this value
     /// (optimistic concurrency: the new item carries the next version).
     VersionIs(u64),
+    /// No item exists, or the stored item's `version` is lower than this
+    /// (a newer copy is never replaced by an older one).
+    AbsentOrOlderThan(u64),
 }
 
 /// How to read a partition.
@@ -159,6 +162,11 @@ impl DynamoTable {
                 .condition_expression("#version = :expected")
                 .expression_attribute_names("#version", "version")
                 .expression_attribute_values(":expected", AttributeValue::N(v.to_string())),
+            Some(PutCondition::AbsentOrOlderThan(v)) => request
+                .condition_expression("attribute_not_exists(#pk) OR #version < :new")
+                .expression_attribute_names("#pk", PARTITION_KEY)
+                .expression_attribute_names("#version", "version")
+                .expression_attribute_values(":new", AttributeValue::N(v.to_string())),
         };
         request.send().await.map_err(|e| self.sdk_error(e))?;
         Ok(())

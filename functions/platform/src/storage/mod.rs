@@ -6,6 +6,7 @@
 pub mod documentdb;
 pub mod dynamodb;
 pub mod postgres;
+pub mod results;
 pub mod s3;
 
 use aws_sdk_s3::config::http::HttpResponse;

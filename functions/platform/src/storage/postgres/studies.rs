@@ -110,6 +110,8 @@ pub struct NewInferenceRun {
     pub model_version: String,
     pub thresholds: BTreeMap<String, f32>,
     pub timings_ms: BTreeMap<String, f64>,
+    /// S3 key of the run's Grad-CAM heatmap PNG, when one was made.
+    pub heatmap_key: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -119,11 +121,12 @@ pub struct InferenceRunRecord {
     pub model_version: String,
     pub thresholds: BTreeMap<String, f32>,
     pub timings_ms: BTreeMap<String, f64>,
+    pub heatmap_key: Option<String>,
     pub created_at: OffsetDateTime,
     pub findings: Vec<FindingRecord>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FindingRecord {
     pub label: String,
     pub probability: f32,
@@ -335,16 +338,79 @@ impl Database {
 
     /// The most recent inference run of a study, with its findings.
     pub async fn latest_inference(&self, study_row_id: i64) -> Result<Option<InferenceRunRecord>, DbError> {
-        let Some(run) = sqlx::query(
-            "SELECT id, model_name, model_version, thresholds, timings_ms, created_at
+        let run = sqlx::query(
+            "SELECT id, model_name, model_version, thresholds, timings_ms, heatmap_key, created_at
                FROM inference_runs WHERE study_id = $1 ORDER BY created_at DESC, id DESC LIMIT 1",
         )
         .bind(study_row_id)
         .fetch_optional(self.pool())
-        .await?
-        else {
-            return Ok(None);
-        };
+        .await?;
+        match run {
+            Some(run) => self.run_with_findings(&run).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The most recent run of this model on any image with this content:
+    /// the system-of-record side of the result cache (an image is never
+    /// inferred twice by the same model, even when the DynamoDB copy of a
+    /// result was lost).
+    pub async fn inference_for_content(
+        &self,
+        sha256: &Sha256Digest,
+        model_name: &str,
+        model_version: &str,
+    ) -> Result<Option<InferenceRunRecord>, DbError> {
+        let run = sqlx::query(
+            "SELECT r.id, r.model_name, r.model_version, r.thresholds, r.timings_ms, r.heatmap_key, r.created_at
+               FROM studies s JOIN inference_runs r ON r.study_id = s.id
+              WHERE s.sha256 = $1 AND r.model_name = $2 AND r.model_version = $3
+              ORDER BY r.created_at DESC, r.id DESC LIMIT 1",
+        )
+        .bind(sha256.to_hex())
+        .bind(model_name)
+        .bind(model_version)
+        .fetch_optional(self.pool())
+        .await?;
+        match run {
+            Some(run) => self.run_with_findings(&run).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Takes a study for inference: `uploaded` (or `processing` whose
+    /// claim is older than `lease`, i.e. whoever held it died) becomes
+    /// `processing`. `None` when it is not claimable: someone else is
+    /// processing it now, or it is already done or failed.
+    pub async fn claim_for_inference(&self, study_row_id: i64, lease: std::time::Duration) -> Result<Option<StudyRecord>, DbError> {
+        let row = sqlx::query(&format!(
+            "UPDATE studies SET status = 'processing', failure = NULL
+              WHERE id = $1 AND (status = 'uploaded' OR (status = 'processing' AND updated_at < now() - make_interval(secs => $2)))
+              RETURNING {STUDY_COLUMNS}"
+        ))
+        .bind(study_row_id)
+        .bind(lease.as_secs_f64())
+        .fetch_optional(self.pool())
+        .await?;
+        row.as_ref().map(study_from_row).transpose()
+    }
+
+    /// Studies whose upload may have arrived but whose inference has not
+    /// finished, changed within `within`, most recently changed first.
+    pub async fn awaiting_inference(&self, within: std::time::Duration, limit: u32) -> Result<Vec<StudyRecord>, DbError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {STUDY_COLUMNS} FROM studies
+              WHERE status IN ('created', 'uploaded', 'processing') AND updated_at > now() - make_interval(secs => $1)
+              ORDER BY updated_at DESC LIMIT $2"
+        ))
+        .bind(within.as_secs_f64())
+        .bind(i64::from(limit))
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(study_from_row).collect()
+    }
+
+    async fn run_with_findings(&self, run: &sqlx::postgres::PgRow) -> Result<InferenceRunRecord, DbError> {
         let run_id: i64 = run.try_get("id")?;
         let rows = sqlx::query(
             "SELECT label, probability, x_min, y_min, width, height, source::text AS source
@@ -369,15 +435,16 @@ impl Database {
             })
             .collect::<Result<Vec<_>, DbError>>()?;
         let json_map = |column: &str| -> Result<serde_json::Value, DbError> { Ok(run.try_get(column)?) };
-        Ok(Some(InferenceRunRecord {
+        Ok(InferenceRunRecord {
             id: run_id,
             model_name: run.try_get("model_name")?,
             model_version: run.try_get("model_version")?,
             thresholds: serde_json::from_value(json_map("thresholds")?).map_err(|e| DbError::Other(e.to_string()))?,
             timings_ms: serde_json::from_value(json_map("timings_ms")?).map_err(|e| DbError::Other(e.to_string()))?,
+            heatmap_key: run.try_get("heatmap_key")?,
             created_at: run.try_get("created_at")?,
             findings,
-        }))
+        })
     }
 
     /// Adds a radiologist annotation. The label must belong to the label set
@@ -433,14 +500,15 @@ async fn insert_inference(
     findings: &[NewFinding],
 ) -> Result<i64, DbError> {
     let run_id: i64 = sqlx::query_scalar(
-        "INSERT INTO inference_runs (study_id, model_name, model_version, thresholds, timings_ms)
-         VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        "INSERT INTO inference_runs (study_id, model_name, model_version, thresholds, timings_ms, heatmap_key)
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
     )
     .bind(study_row_id)
     .bind(&run.model_name)
     .bind(&run.model_version)
     .bind(to_json(&run.thresholds)?)
     .bind(to_json(&run.timings_ms)?)
+    .bind(&run.heatmap_key)
     .fetch_one(&mut **tx)
     .await?;
     // One statement for all findings: arrays bound as parameters, unnested.

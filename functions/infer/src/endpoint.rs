@@ -1,0 +1,121 @@
+//! The model endpoint, called through `aws-sdk-sagemakerruntime` (the
+//! project's model server locally, a SageMaker endpoint in AWS).
+
+use aws_sdk_sagemakerruntime::primitives::Blob;
+use base64::Engine as _;
+use bytes::Bytes;
+use cxr_platform::domain::MediaType;
+use serde::Deserialize;
+
+/// Why the endpoint gave no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    /// The model looked at the image and refused it (a 4xx with a reason):
+    /// final, retrying cannot help.
+    #[error("the model refused the image: {0}")]
+    Refused(String),
+    /// The endpoint is at capacity (429 / ThrottlingException): retry later.
+    #[error("the model endpoint is at capacity: {0}")]
+    Throttled(String),
+    /// Unreachable, 5xx, or an answer that is not the model server's.
+    #[error("the model endpoint is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The model server's answer (the fields used here).
+#[derive(Debug, Deserialize)]
+pub struct ModelAnswer {
+    pub model: AnswerModel,
+    pub findings: Vec<AnswerFinding>,
+    #[serde(default)]
+    pub boxes: Vec<AnswerBox>,
+    #[serde(default)]
+    pub heatmap: Option<AnswerHeatmap>,
+    #[serde(default)]
+    pub timings_ms: std::collections::BTreeMap<String, f64>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AnswerModel {
+    pub name: String,
+    pub version: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AnswerFinding {
+    pub label: String,
+    pub probability: f32,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AnswerBox {
+    pub label: String,
+    pub x_min: f32,
+    pub y_min: f32,
+    pub width: f32,
+    pub height: f32,
+    pub score: f32,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AnswerHeatmap {
+    pub label: String,
+    pub png_base64: String,
+}
+
+impl AnswerHeatmap {
+    pub fn png(&self) -> Result<Vec<u8>, base64::DecodeError> {
+        base64::engine::general_purpose::STANDARD.decode(&self.png_base64)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ModelEndpoint {
+    client: aws_sdk_sagemakerruntime::Client,
+    name: String,
+}
+
+impl ModelEndpoint {
+    pub fn new(client: aws_sdk_sagemakerruntime::Client, name: impl Into<String>) -> Self {
+        Self { client, name: name.into() }
+    }
+
+    /// Sends one image; asks for the Grad-CAM heatmap and boxes of the most
+    /// probable label.
+    pub async fn invoke(&self, image: &Bytes, media_type: MediaType) -> Result<ModelAnswer, EndpointError> {
+        let answer = self
+            .client
+            .invoke_endpoint()
+            .endpoint_name(&self.name)
+            .content_type(media_type.as_str())
+            .accept("application/json")
+            .custom_attributes("explain=top")
+            .body(Blob::new(image.to_vec()))
+            .send()
+            .await;
+        let body = match answer {
+            Ok(output) => output.body.map(|b| b.into_inner()).unwrap_or_default(),
+            Err(err) => {
+                use aws_sdk_sagemakerruntime::error::ProvideErrorMetadata;
+                use aws_sdk_sagemakerruntime::operation::invoke_endpoint::InvokeEndpointError;
+                let message = aws_sdk_sagemakerruntime::error::DisplayErrorContext(&err).to_string();
+                // SageMaker wraps the container's own non-200 answer in a
+                // ModelError (424) carrying the original status; the local
+                // model server answers with that status directly.
+                let original = match err.as_service_error() {
+                    Some(InvokeEndpointError::ModelError(e)) => e.original_status_code().and_then(|s| u16::try_from(s).ok()),
+                    _ => None,
+                };
+                let throttled = err.as_service_error().and_then(|e| e.code()) == Some("ThrottlingException");
+                let status = original.or_else(|| err.raw_response().map(|r| r.status().as_u16()));
+                return Err(match status {
+                    _ if throttled => EndpointError::Throttled(message),
+                    Some(429) => EndpointError::Throttled(message),
+                    Some(s) if (400..500).contains(&s) && s != 424 => EndpointError::Refused(message),
+                    _ => EndpointError::Unavailable(message),
+                });
+            }
+        };
+        serde_json::from_slice(&body).map_err(|e| EndpointError::Unavailable(format!("unexpected answer from the model endpoint: {e}")))
+    }
+}

@@ -1,0 +1,199 @@
+//! One inference, shared by both ways an image arrives (the S3 upload event
+//! and `POST /v1/predict`): result cache first, then the model endpoint,
+//! then one PostgreSQL transaction, then the DynamoDB copies.
+//!
+//! Order of writes, and why nothing is lost:
+//! 1. the heatmap PNG to S3 (content-addressed, so rewriting it is harmless);
+//! 2. the run, its findings and status `done` in one PostgreSQL transaction
+//!    (the system of record: the result exists once this commits);
+//! 3. the study's hot copy and the cache entry in DynamoDB, best effort.
+//!
+//! A failure before 2 leaves the study retryable (`uploaded`); a failure in
+//! 3 is logged and repaired by read-through: `GET /v1/studies/{id}` falls
+//! back to PostgreSQL and rewrites the hot copy, and a cache miss asks
+//! PostgreSQL for a run of the same model on the same content before it
+//! calls the endpoint (and rewrites the cache entry).
+
+use std::sync::RwLock;
+
+use bytes::Bytes;
+use cxr_platform::domain::{PixelBox, Sha256Digest, StudyStatus};
+use cxr_platform::storage::postgres::studies::{FindingSource, ImageFacts, NewFinding, NewInferenceRun, StudyRecord};
+use cxr_platform::storage::postgres::{Database, DbError};
+use cxr_platform::storage::results::{CachedResult, ModelRef, ResultStore, StudySnapshot};
+use cxr_platform::storage::s3::{ObjectKey, ObjectStore, S3Error};
+
+use crate::endpoint::{EndpointError, ModelAnswer, ModelEndpoint};
+
+#[derive(Debug, thiserror::Error)]
+pub enum InferError {
+    #[error("{0}; the study stays uploaded and will be retried")]
+    Endpoint(EndpointError),
+    #[error("the study is being processed by another invocation (claimed less than the lease ago); retry later")]
+    InFlight,
+    #[error(transparent)]
+    Database(#[from] DbError),
+    #[error("storage: {0}")]
+    Storage(S3Error),
+}
+
+/// How an inference ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Findings stored; `cached` when no model call was needed.
+    Done { cached: bool },
+    /// The study was marked failed, with this reason.
+    Failed(String),
+}
+
+pub struct Inference {
+    pub db: Database,
+    pub results: ResultStore,
+    pub endpoint: ModelEndpoint,
+    /// The model the endpoint serves: configured, or learned from answers.
+    model: RwLock<Option<ModelRef>>,
+}
+
+/// Where a heatmap is stored: by content and model, so one image's heatmap
+/// is made and stored once however many studies carry that image.
+pub fn heatmap_key(sha256: &Sha256Digest, model: &ModelRef) -> String {
+    let clean = |s: &str| s.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' }).collect::<String>();
+    format!("heatmaps/{}/{}/{}.png", sha256.to_hex(), clean(&model.name), clean(&model.version))
+}
+
+impl Inference {
+    pub fn new(db: Database, results: ResultStore, endpoint: ModelEndpoint, model: Option<ModelRef>) -> Self {
+        Self { db, results, endpoint, model: RwLock::new(model) }
+    }
+
+    fn current_model(&self) -> Option<ModelRef> {
+        self.model.read().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    fn learn_model(&self, model: &ModelRef) {
+        if let Ok(mut current) = self.model.write()
+            && current.as_ref() != Some(model)
+        {
+            if let Some(old) = current.as_ref() {
+                tracing::warn!(configured = ?old, answered = ?model, "the endpoint serves another model than configured; using its answer");
+            }
+            *current = Some(model.clone());
+        }
+    }
+
+    /// Runs inference for a study this caller has claimed (`processing`),
+    /// whose image is `image` (already in `images` under the study's key).
+    pub async fn run(&self, study: &StudyRecord, image: &Bytes, facts: &ImageFacts, images: &ObjectStore) -> Result<Outcome, InferError> {
+        if let Some(model) = self.current_model()
+            && let Some(hit) = self.cached(&facts.sha256, &model).await?
+        {
+            let findings = hit
+                .findings
+                .iter()
+                .filter_map(|f| NewFinding::new(f.label.clone(), f.probability, f.bbox, f.source).ok())
+                .collect::<Vec<_>>();
+            let run = NewInferenceRun { model_name: model.name, model_version: model.version, heatmap_key: hit.heatmap_key, ..Default::default() };
+            self.db.record_inference(study.row_id, &run, &findings).await?;
+            tracing::info!(study = %study.id, "result cache hit: no model call");
+            self.publish(study, Some(&facts.sha256)).await;
+            return Ok(Outcome::Done { cached: true });
+        }
+
+        let answer = match self.endpoint.invoke(image, study.media_type).await {
+            Ok(answer) => answer,
+            Err(EndpointError::Refused(reason)) => return self.fail(study, &format!("the model refused the image: {reason}")).await,
+            Err(err) => {
+                self.db.set_study_status(study.row_id, StudyStatus::Uploaded, None).await?;
+                return Err(InferError::Endpoint(err));
+            }
+        };
+        let model = ModelRef { name: answer.model.name.clone(), version: answer.model.version.clone() };
+        self.learn_model(&model);
+        let heatmap_key = match self.store_heatmap(&answer, &facts.sha256, &model, images).await {
+            Ok(key) => key,
+            Err(err) => {
+                self.db.set_study_status(study.row_id, StudyStatus::Uploaded, None).await?;
+                return Err(err);
+            }
+        };
+        let run = NewInferenceRun { model_name: model.name, model_version: model.version, heatmap_key, thresholds: Default::default(), timings_ms: answer.timings_ms.clone() };
+        let findings = findings_of(&answer, facts);
+        // The run, its findings and status `done`: one transaction.
+        self.db.record_inference(study.row_id, &run, &findings).await?;
+        tracing::info!(study = %study.id, findings = findings.len(), "inference stored");
+        self.publish(study, Some(&facts.sha256)).await;
+        Ok(Outcome::Done { cached: false })
+    }
+
+    /// Marks the study failed (a bad image: retrying cannot help) and
+    /// writes its hot copy.
+    pub async fn fail(&self, study: &StudyRecord, reason: &str) -> Result<Outcome, InferError> {
+        tracing::warn!(study = %study.id, reason, "study failed");
+        self.db.set_study_status(study.row_id, StudyStatus::Failed, Some(reason)).await?;
+        self.publish(study, None).await;
+        Ok(Outcome::Failed(reason.to_owned()))
+    }
+
+    /// The cache: DynamoDB, else PostgreSQL (and then DynamoDB is repaired).
+    async fn cached(&self, sha256: &Sha256Digest, model: &ModelRef) -> Result<Option<CachedResult>, InferError> {
+        match self.results.cached(sha256, model).await {
+            Ok(Some(hit)) => return Ok(Some(hit)),
+            Ok(None) => {}
+            Err(err) => tracing::warn!(error = %err, "result cache unreadable; asking PostgreSQL"),
+        }
+        let Some(run) = self.db.inference_for_content(sha256, &model.name, &model.version).await? else { return Ok(None) };
+        let entry = CachedResult::of(sha256, &run);
+        if let Err(err) = self.results.put_cached(&entry).await {
+            tracing::warn!(error = %err, "result cache not repaired");
+        }
+        Ok(Some(entry))
+    }
+
+    async fn store_heatmap(&self, answer: &ModelAnswer, sha256: &Sha256Digest, model: &ModelRef, images: &ObjectStore) -> Result<Option<String>, InferError> {
+        let Some(heatmap) = &answer.heatmap else { return Ok(None) };
+        let Ok(png) = heatmap.png() else {
+            tracing::warn!("the endpoint's heatmap is not base64; stored without one");
+            return Ok(None);
+        };
+        let key = heatmap_key(sha256, model);
+        let object_key = ObjectKey::new(key.clone()).map_err(|e| InferError::Storage(e.into()))?;
+        images.put(&object_key, png, "image/png").await.map_err(InferError::Storage)?;
+        Ok(Some(key))
+    }
+
+    /// Writes the DynamoDB copies of what PostgreSQL now holds. Best effort:
+    /// a failure here is repaired by read-through (module docs).
+    pub async fn publish(&self, study: &StudyRecord, sha256: Option<&Sha256Digest>) {
+        let copies = async {
+            let Some(study) = self.db.find_study(&study.owner, study.id).await? else { return Ok::<_, anyhow::Error>(()) };
+            let run = self.db.latest_inference(study.row_id).await?;
+            if let Some(snapshot) = StudySnapshot::of(&study, run.as_ref()) {
+                self.results.put_snapshot(&snapshot).await?;
+            }
+            if let (Some(run), Some(sha256)) = (&run, sha256) {
+                self.results.put_cached(&CachedResult::of(sha256, run)).await?;
+            }
+            Ok(())
+        };
+        if let Err(err) = copies.await {
+            tracing::warn!(study = %study.id, error = %err, "DynamoDB copies not written; reads fall back to PostgreSQL");
+        }
+    }
+}
+
+/// The model's per-label probabilities, and its CAM boxes clipped to the image.
+fn findings_of(answer: &ModelAnswer, facts: &ImageFacts) -> Vec<NewFinding> {
+    let mut findings = Vec::with_capacity(answer.findings.len() + answer.boxes.len());
+    for finding in &answer.findings {
+        if let Ok(finding) = NewFinding::new(finding.label.clone(), finding.probability.clamp(0.0, 1.0), None, FindingSource::Model) {
+            findings.push(finding);
+        }
+    }
+    for b in &answer.boxes {
+        let Ok(bbox) = PixelBox::new(b.x_min, b.y_min, b.width, b.height).and_then(|bx| bx.within(facts.width, facts.height)) else { continue };
+        if let Ok(finding) = NewFinding::new(b.label.clone(), b.score.clamp(0.0, 1.0), Some(bbox), FindingSource::Cam) {
+            findings.push(finding);
+        }
+    }
+    findings
+}
