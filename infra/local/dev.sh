@@ -94,10 +94,10 @@ install_tools() {
     "$TOOLS_DIR/venv/bin/pip" install --quiet --disable-pip-version-check "secantusdb==$SECANTUSDB_VERSION" "pymongo>=4,<5"
   fi
 
-  if [ ! -x "$TOOLS_DIR/pytools/bin/python" ] || ! "$TOOLS_DIR/pytools/bin/python" -c "import pycocotools" 2>/dev/null; then
-    log "installing pycocotools (pip; the COCO export is checked with it)"
+  if [ ! -x "$TOOLS_DIR/pytools/bin/python" ] || ! "$TOOLS_DIR/pytools/bin/python" -c "import pycocotools, openapi_spec_validator" 2>/dev/null; then
+    log "installing pycocotools and openapi-spec-validator (pip; the COCO export and the OpenAPI document are checked with them)"
     python3 -m venv "$TOOLS_DIR/pytools"
-    "$TOOLS_DIR/pytools/bin/pip" install --quiet --disable-pip-version-check "pycocotools>=2.0.7,<3"
+    "$TOOLS_DIR/pytools/bin/pip" install --quiet --disable-pip-version-check "pycocotools>=2.0.7,<3" "openapi-spec-validator>=0.7,<0.8"
   fi
 
   if [ ! -x "$TOOLS_DIR/lint/bin/cfn-lint" ]; then

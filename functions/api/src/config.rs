@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use cxr_infer::InferSettings;
 use cxr_platform::config::{ConfigError, Env};
 use cxr_platform::domain::Owner;
 
@@ -12,10 +13,25 @@ pub struct ApiSettings {
     /// when there is no API Gateway authorizer (local runs). Unset in AWS,
     /// where the JWT authorizer's `sub` claim is the caller.
     pub dev_tokens: HashMap<String, Owner>,
-    /// `UPLOAD_URL_TTL_SECS`: how long a presigned upload URL works.
+    /// `UPLOAD_URL_TTL_SECS`: how long presigned upload and read URLs work.
     pub upload_url_ttl: Duration,
-    /// `MAX_UPLOAD_BYTES`: largest image accepted through a presigned PUT.
+    /// `MAX_UPLOAD_BYTES`: largest image uploaded with one presigned PUT;
+    /// larger images get a multipart upload.
     pub max_upload_bytes: u64,
+    /// `MAX_IMAGE_BYTES`: largest image accepted at all (the inference
+    /// handler and the model server read up to this much).
+    pub max_image_bytes: u64,
+    /// `MULTIPART_PART_BYTES`: size of each part of a multipart upload
+    /// (S3 wants at least 5 MiB for all but the last).
+    pub multipart_part_bytes: u64,
+    /// `PREDICT_MAX_BYTES`: largest image `POST /v1/predict` takes in its
+    /// body (Lambda's synchronous payload limit is 6 MB).
+    pub predict_max_bytes: usize,
+    /// `PREDICT_MAX_IN_FLIGHT`: synchronous predictions one instance runs
+    /// at once; more get 429 with Retry-After.
+    pub predict_max_in_flight: usize,
+    /// The model endpoint, model and claim lease (shared with `infer`).
+    pub inference: InferSettings,
 }
 
 impl ApiSettings {
@@ -29,8 +45,33 @@ impl ApiSettings {
             }
             dev_tokens.insert(token.to_owned(), Owner::new(owner).map_err(|e| malformed(e.to_string()))?);
         }
-        let upload_url_ttl = env.seconds_or("UPLOAD_URL_TTL_SECS", Duration::from_secs(300))?;
-        let max_upload_bytes = env.parsed_or("MAX_UPLOAD_BYTES", 50 * 1024 * 1024u64)?;
-        Ok(Self { dev_tokens, upload_url_ttl, max_upload_bytes })
+        let settings = Self {
+            dev_tokens,
+            upload_url_ttl: env.seconds_or("UPLOAD_URL_TTL_SECS", Duration::from_secs(300))?,
+            max_upload_bytes: env.parsed_or("MAX_UPLOAD_BYTES", 50 * 1024 * 1024u64)?,
+            max_image_bytes: env.parsed_or("MAX_IMAGE_BYTES", cxr_infer::MAX_IMAGE_BYTES)?,
+            multipart_part_bytes: env.parsed_or("MULTIPART_PART_BYTES", 16 * 1024 * 1024u64)?,
+            predict_max_bytes: env.parsed_or("PREDICT_MAX_BYTES", 6 * 1024 * 1024usize)?,
+            predict_max_in_flight: env.parsed_or("PREDICT_MAX_IN_FLIGHT", 4usize)?,
+            inference: InferSettings::from_env(env)?,
+        };
+        if settings.multipart_part_bytes < 5 * 1024 * 1024 {
+            return Err(ConfigError::Malformed { name: "MULTIPART_PART_BYTES", reason: "S3 parts are at least 5 MiB".into() });
+        }
+        Ok(settings)
+    }
+
+    /// Defaults for tests: these tokens, this endpoint.
+    pub fn for_tests(dev_tokens: HashMap<String, Owner>, endpoint_name: &str) -> Self {
+        Self {
+            dev_tokens,
+            upload_url_ttl: Duration::from_secs(300),
+            max_upload_bytes: 50 * 1024 * 1024,
+            max_image_bytes: cxr_infer::MAX_IMAGE_BYTES,
+            multipart_part_bytes: 16 * 1024 * 1024,
+            predict_max_bytes: 6 * 1024 * 1024,
+            predict_max_in_flight: 4,
+            inference: InferSettings::for_endpoint(endpoint_name),
+        }
     }
 }

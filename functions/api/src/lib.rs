@@ -1,14 +1,19 @@
 //! The platform's HTTP API. The upload path starts here: `POST /v1/studies`
-//! records a study and hands out a presigned S3 PUT URL for its image;
-//! `GET /v1/studies/{id}` reads results back.
+//! records a study and hands out presigned S3 upload URLs for its image
+//! (one PUT, or a multipart upload for large files); `POST /v1/predict`
+//! takes an image in the request and answers with findings;
+//! `GET /v1/studies/{id}` reads results back (DynamoDB hot copy first).
 //!
-//! - [`app`]: the Router and its state.
+//! - [`app`]: the Router, its state and the OpenAPI document.
 //! - [`auth`]: the caller (JWT authorizer claims in AWS, dev tokens locally).
-//! - [`routes`]: the endpoints.
+//! - [`idempotency`]: `Idempotency-Key` on POSTs.
+//! - [`routes`]: the endpoints; [`views`]: what they answer.
 //! - [`problem`]: errors as problem+json, mapped once.
 
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod idempotency;
 pub mod problem;
 pub mod routes;
+pub mod views;

@@ -3,6 +3,10 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use cxr_infer::InferError;
+use cxr_infer::endpoint::EndpointError;
+use cxr_platform::domain::StudyId;
+use cxr_platform::storage::dynamodb::DynamoError;
 use cxr_platform::storage::postgres::DbError;
 use cxr_platform::storage::s3::S3Error;
 
@@ -22,10 +26,16 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("{0}")]
     PayloadTooLarge(String),
+    #[error("{0}")]
+    TooManyRequests(String),
     #[error("a backing service is unavailable: {0}")]
     Unavailable(String),
     #[error("internal error")]
     Internal(String),
+    /// An error about a study that exists (it was recorded before the
+    /// error): the answer names it, so the caller can follow it up.
+    #[error("{inner}")]
+    AboutStudy { study: StudyId, inner: Box<ApiError> },
 }
 
 impl ApiError {
@@ -38,9 +48,15 @@ impl ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::AboutStudy { inner, .. } => inner.status(),
         }
+    }
+
+    pub fn about(self, study: StudyId) -> Self {
+        Self::AboutStudy { study, inner: Box::new(self) }
     }
 }
 
@@ -62,26 +78,64 @@ impl From<S3Error> for ApiError {
     }
 }
 
+impl From<DynamoError> for ApiError {
+    fn from(err: DynamoError) -> Self {
+        match err {
+            DynamoError::Unavailable(m) | DynamoError::Throttled(m) => Self::Unavailable(m),
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<InferError> for ApiError {
+    fn from(err: InferError) -> Self {
+        match err {
+            InferError::Endpoint(EndpointError::Throttled(m)) => Self::TooManyRequests(format!("the model endpoint is at capacity: {m}")),
+            InferError::Endpoint(e) => Self::Unavailable(e.to_string()),
+            InferError::InFlight => Self::Conflict(err.to_string()),
+            InferError::Database(e) => e.into(),
+            InferError::Storage(e) => e.into(),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if let Self::Internal(detail) = &self {
+        let (study, inner) = match self {
+            Self::AboutStudy { study, inner } => (Some(study), *inner),
+            other => (None, other),
+        };
+        if let Self::Internal(detail) = &inner {
             // Details of internal errors go to the log, not to the caller.
             tracing::error!(error = %detail, "internal error");
         }
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "type": "about:blank",
             "title": status.canonical_reason().unwrap_or("Error"),
             "status": status.as_u16(),
-            "detail": self.to_string(),
+            "detail": inner.to_string(),
         });
-        let mut response = (status, body.to_string()).into_response();
-        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
-        if matches!(self, Self::Unavailable(_)) {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        if let Some(study) = study {
+            body["study_id"] = study.to_string().into();
         }
-        if matches!(self, Self::Unauthorized) {
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        let mut response = (status, body.to_string()).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        match inner {
+            Self::Unavailable(_) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            Self::TooManyRequests(_) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            Self::Unauthorized => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            _ => {}
+        }
+        if let Some(location) = study.and_then(|s| HeaderValue::from_str(&format!("/v1/studies/{s}")).ok()) {
+            headers.insert(header::LOCATION, location);
         }
         response
     }

@@ -1,43 +1,12 @@
-//! The API on a random port against the local stack (PostgreSQL, S3).
+//! Studies, uploads, listing and annotations through the API on a random
+//! port, against the local stack.
 
-use std::sync::Arc;
+mod common;
 
+use common::{ALICE, BOB, call, start};
 use cxr_api::app::{AppState, router};
-use cxr_api::config::ApiSettings;
 use cxr_platform::domain::Owner;
-use cxr_platform::testing::LocalStack;
 use serde_json::{Value, json};
-
-const ALICE: &str = "alice-token-0123456789";
-const BOB: &str = "bob-token-0123456789ab";
-
-async fn start() -> (String, AppState) {
-    let stack = LocalStack::get();
-    let settings = ApiSettings {
-        dev_tokens: [(ALICE, "alice"), (BOB, "bob")].into_iter().map(|(t, o)| (t.to_owned(), Owner::new(o).expect("owner"))).collect(),
-        upload_url_ttl: std::time::Duration::from_secs(120),
-        max_upload_bytes: 1024 * 1024,
-    };
-    let state = AppState { db: stack.fresh_database().await, images: stack.fresh_bucket().await, settings: Arc::new(settings) };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let app = router(state.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (base, state)
-}
-
-async fn call(method: reqwest::Method, url: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
-    let mut request = reqwest::Client::new().request(method, url);
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.expect("request");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
 
 #[tokio::test]
 async fn create_upload_read_and_list_owner_scoped() {
@@ -114,7 +83,7 @@ async fn bad_requests_get_problems() {
     assert_eq!(status, 401);
     let (status, problem) = call(reqwest::Method::POST, &url, Some(ALICE), Some(json!({"content_type": "image/gif", "content_length": 10}))).await;
     assert_eq!(status, 415, "{problem}");
-    let (status, _) = call(reqwest::Method::POST, &url, Some(ALICE), Some(json!({"content_type": "image/png", "content_length": 2_000_000}))).await;
+    let (status, _) = call(reqwest::Method::POST, &url, Some(ALICE), Some(json!({"content_type": "image/png", "content_length": 17 * 1024 * 1024}))).await;
     assert_eq!(status, 413);
     let (status, _) = call(reqwest::Method::POST, &url, Some(ALICE), Some(json!({"content_type": "image/png", "content_length": 0}))).await;
     assert_eq!(status, 422);
@@ -173,7 +142,7 @@ async fn annotations_are_validated_against_labels_and_image_bounds() {
     let (status, _) = call(reqwest::Method::POST, &url, Some(ALICE), Some(boxed.clone())).await;
     assert_eq!(status, 409);
     let (status, image_level) = call(reqwest::Method::POST, &url, Some(ALICE), Some(json!({"label": "ILD"}))).await;
-    assert_eq!((status, image_level["bbox"].is_null()), (201, true), "{image_level}");
+    assert_eq!((status, image_level["box"].is_null()), (201, true), "{image_level}");
 
     // The upload is read: the image is 1024 x 768.
     let study = state.db.find_study(&Owner::new("alice").expect("owner"), id.parse().expect("id")).await.expect("find").expect("study");

@@ -14,7 +14,7 @@ use crate::auth::Caller;
 use crate::problem::ApiError;
 
 /// `POST /v1/studies/{id}/annotations` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAnnotation {
     /// Defaults to `vinbigdata`, the data mart's categories.
@@ -24,6 +24,7 @@ pub struct CreateAnnotation {
     /// `[x_min, y_min]` from the top-left, in original pixels; omit for an
     /// image-level label.
     #[serde(rename = "box")]
+    #[schema(value_type = Option<PixelBox>)]
     pub bbox: Option<serde_json::Value>,
 }
 
@@ -36,6 +37,19 @@ async fn owned_study(state: &AppState, owner: &cxr_platform::domain::Owner, id: 
     state.db.find_study(owner, id).await?.ok_or(ApiError::NotFound)
 }
 
+/// Add a radiologist annotation: a label of a known label set, with an
+/// optional box inside the image.
+#[utoipa::path(post, path = "/v1/studies/{id}/annotations", operation_id = "create_annotation", tag = "annotations",
+    params(("id" = String, Path, description = "Study id (UUID)"),
+           ("Idempotency-Key" = Option<String>, Header, description = "Makes retries of this request safe")),
+    request_body = CreateAnnotation,
+    responses(
+        (status = 201, description = "Annotation stored", body = AnnotationRecord),
+        (status = 400, description = "Malformed body", content_type = "application/problem+json"),
+        (status = 404, description = "No such study of this caller", content_type = "application/problem+json"),
+        (status = 409, description = "A box before the image has been read", content_type = "application/problem+json"),
+        (status = 422, description = "Unknown label set or label, or a box outside the image", content_type = "application/problem+json"),
+    ))]
 pub async fn create(
     State(state): State<AppState>,
     Caller(owner): Caller,
@@ -66,6 +80,13 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(record)))
 }
 
+/// The study's annotations, oldest first.
+#[utoipa::path(get, path = "/v1/studies/{id}/annotations", operation_id = "list_annotations", tag = "annotations",
+    params(("id" = String, Path, description = "Study id (UUID)")),
+    responses(
+        (status = 200, description = "Annotations", body = Vec<AnnotationRecord>),
+        (status = 404, description = "No such study of this caller", content_type = "application/problem+json"),
+    ))]
 pub async fn list(State(state): State<AppState>, Caller(owner): Caller, Path(id): Path<String>) -> Result<Json<Vec<AnnotationRecord>>, ApiError> {
     let study = owned_study(&state, &owner, &id).await?;
     Ok(Json(state.db.annotations(study.row_id).await?))

@@ -2,4 +2,6 @@
 
 pub mod annotations;
 pub mod health;
+pub mod predict;
 pub mod studies;
+pub mod uploads;

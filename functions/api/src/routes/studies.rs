@@ -1,130 +1,187 @@
-//! Studies: create one (with a presigned upload URL), read one, list the
+//! Studies: create one (with presigned upload URLs), read one, list the
 //! caller's. Another owner's study answers 404, exactly like a missing one.
 
 use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use base64::Engine;
 use cxr_platform::domain::{MediaType, StudyId, StudyStatus};
-use cxr_platform::storage::postgres::studies::{FindingRecord, NewStudy, StudyRecord};
+use cxr_platform::storage::postgres::studies::{NewStudy, StudyFilter, StudyRecord};
+use cxr_platform::storage::results::StudySnapshot;
 use cxr_platform::storage::s3::{ObjectKey, PresignedUrl};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::problem::ApiError;
+use crate::views::{StudyView, study_view};
 
 /// `POST /v1/studies` body: what the client is about to upload.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateStudy {
     /// `image/png`, `image/jpeg` or `application/dicom`.
+    #[schema(example = "image/png")]
     pub content_type: String,
     /// Exact size in bytes of the file to upload.
     pub content_length: u64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct CreatedStudy {
     pub id: StudyId,
     pub status: StudyStatus,
-    /// PUT the file here with exactly these headers before `expires_at`.
+    /// How to upload the image: one PUT, or a multipart upload for files
+    /// over the single-PUT limit.
+    pub upload: UploadInstructions,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum UploadInstructions {
+    /// PUT the whole file to `url` with exactly `headers`, before `expires_at`.
+    Single(PresignedUrl),
+    /// PUT each part to its URL, then POST the parts' ETags to `complete_url`.
+    Multipart(MultipartInstructions),
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MultipartInstructions {
+    pub upload_id: String,
+    pub part_size: u64,
+    pub parts: Vec<PartUpload>,
+    /// `POST` here with `{"upload_id", "parts": [{"part_number", "etag"}]}`.
+    pub complete_url: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PartUpload {
+    pub part_number: i32,
+    /// Bytes `[offset, offset + size)` of the file.
+    pub offset: u64,
+    pub size: u64,
     pub upload: PresignedUrl,
 }
 
-#[derive(Debug, Serialize)]
-pub struct StudyView {
-    pub id: StudyId,
-    pub status: StudyStatus,
-    pub media_type: MediaType,
-    pub width: Option<u32>,
-    pub height: Option<u32>,
-    #[serde(with = "time::serde::rfc3339")]
-    pub created_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
-    pub updated_at: OffsetDateTime,
-    pub failure: Option<String>,
-    /// The latest model run's findings (empty until inference is done).
-    pub findings: Vec<FindingRecord>,
-    pub model: Option<ModelView>,
-    /// A short-lived GET URL for the image, once it is uploaded.
-    pub image_url: Option<String>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct ModelView {
-    pub name: String,
-    pub version: String,
-}
-
-pub async fn create(State(state): State<AppState>, Caller(owner): Caller, body: Result<Json<CreateStudy>, axum::extract::rejection::JsonRejection>) -> Result<(StatusCode, Json<CreatedStudy>), ApiError> {
+/// Create a study and get where to upload its image.
+///
+/// The content type is checked again from the file's first bytes when it
+/// arrives; a file that is not what was declared fails the study.
+#[utoipa::path(post, path = "/v1/studies", operation_id = "create_study", tag = "studies",
+    request_body = CreateStudy,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries of this request safe")),
+    responses(
+        (status = 201, description = "Study created; upload the image as instructed", body = CreatedStudy),
+        (status = 400, description = "Malformed body", content_type = "application/problem+json"),
+        (status = 401, description = "No or unknown credentials", content_type = "application/problem+json"),
+        (status = 413, description = "Larger than the image limit", content_type = "application/problem+json"),
+        (status = 415, description = "Not PNG, JPEG or DICOM", content_type = "application/problem+json"),
+        (status = 422, description = "Invalid length, or Idempotency-Key reused for another request", content_type = "application/problem+json"),
+    ))]
+pub async fn create(State(state): State<AppState>, Caller(owner): Caller, body: Result<Json<CreateStudy>, JsonRejection>) -> Result<(StatusCode, Json<CreatedStudy>), ApiError> {
     let Json(request) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let media_type: MediaType = request
         .content_type
         .parse()
         .map_err(|_| ApiError::UnsupportedMediaType(format!("{:?} is not image/png, image/jpeg or application/dicom", request.content_type)))?;
+    let settings = &state.settings;
     if request.content_length == 0 {
         return Err(ApiError::Unprocessable("content_length must be at least 1".into()));
     }
-    if request.content_length > state.settings.max_upload_bytes {
-        return Err(ApiError::PayloadTooLarge(format!(
-            "{} bytes is more than the {}-byte limit for a single upload",
-            request.content_length, state.settings.max_upload_bytes
-        )));
+    if request.content_length > settings.max_image_bytes {
+        return Err(ApiError::PayloadTooLarge(format!("{} bytes is more than the {}-byte image limit", request.content_length, settings.max_image_bytes)));
     }
     let study = state.db.create_study(&NewStudy { owner, s3_bucket: state.images.bucket().to_owned(), media_type }).await?;
     let key = ObjectKey::new(study.s3_key.clone()).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let upload = state.images.presign_put(&key, media_type.as_str(), request.content_length, state.settings.upload_url_ttl).await?;
+    let ttl = settings.upload_url_ttl;
+    let upload = if request.content_length <= settings.max_upload_bytes {
+        UploadInstructions::Single(state.images.presign_put(&key, media_type.as_str(), request.content_length, ttl).await?)
+    } else {
+        let upload_id = state.images.create_multipart_upload(&key, media_type.as_str()).await?;
+        let part_size = settings.multipart_part_bytes;
+        let mut parts = Vec::new();
+        let mut offset = 0;
+        while offset < request.content_length {
+            let size = part_size.min(request.content_length - offset);
+            let part_number = i32::try_from(parts.len() + 1).map_err(|_| ApiError::Internal("too many parts".into()))?;
+            let upload = state.images.presign_upload_part(&key, &upload_id, part_number, size, ttl).await?;
+            parts.push(PartUpload { part_number, offset, size, upload });
+            offset += size;
+        }
+        UploadInstructions::Multipart(MultipartInstructions { upload_id, part_size, parts, complete_url: format!("/v1/studies/{}/upload/complete", study.id) })
+    };
     Ok((StatusCode::CREATED, Json(CreatedStudy { id: study.id, status: study.status, upload })))
 }
 
+/// One study: status, findings, presigned image and heatmap URLs.
+///
+/// Finished studies are read from DynamoDB's hot copy; others (and any
+/// finished study whose copy is missing, which is then rewritten) from
+/// PostgreSQL.
+#[utoipa::path(get, path = "/v1/studies/{id}", operation_id = "get_study", tag = "studies",
+    params(("id" = String, Path, description = "Study id (UUID)")),
+    responses(
+        (status = 200, description = "The study", body = StudyView),
+        (status = 401, description = "No or unknown credentials", content_type = "application/problem+json"),
+        (status = 404, description = "No such study of this caller", content_type = "application/problem+json"),
+    ))]
 pub async fn get(State(state): State<AppState>, Caller(owner): Caller, Path(id): Path<String>) -> Result<Json<StudyView>, ApiError> {
     // A malformed id is as unknown as someone else's.
     let id: StudyId = id.parse().map_err(|_| ApiError::NotFound)?;
+    match state.results.snapshot(id).await {
+        Ok(Some(snapshot)) if snapshot.owner == owner => return Ok(Json(study_view(&state, snapshot).await?)),
+        Ok(Some(_)) => return Err(ApiError::NotFound),
+        Ok(None) => {}
+        Err(err) => tracing::warn!(error = %err, "hot copy unreadable; reading PostgreSQL"),
+    }
     let study = state.db.find_study(&owner, id).await?.ok_or(ApiError::NotFound)?;
-    Ok(Json(view(&state, study).await?))
+    let snapshot = current_snapshot(&state, &study).await?;
+    if snapshot.is_finished()
+        && let Err(err) = state.results.put_snapshot(&snapshot).await
+    {
+        tracing::warn!(error = %err, study = %id, "hot copy not repaired");
+    }
+    Ok(Json(study_view(&state, snapshot).await?))
 }
 
-async fn view(state: &AppState, study: StudyRecord) -> Result<StudyView, ApiError> {
+/// A study and its latest run, as PostgreSQL has them.
+pub async fn current_snapshot(state: &AppState, study: &StudyRecord) -> Result<StudySnapshot, ApiError> {
     let run = state.db.latest_inference(study.row_id).await?;
-    let uploaded = !matches!(study.status, StudyStatus::Created);
-    let image_url = if uploaded {
-        let key = ObjectKey::new(study.s3_key.clone()).map_err(|e| ApiError::Internal(e.to_string()))?;
-        Some(state.images.presign_get(&key, state.settings.upload_url_ttl).await?.url)
-    } else {
-        None
-    };
-    Ok(StudyView {
-        id: study.id,
-        status: study.status,
-        media_type: study.media_type,
-        width: study.width,
-        height: study.height,
-        created_at: study.created_at,
-        updated_at: study.updated_at,
-        failure: study.failure,
-        model: run.as_ref().map(|r| ModelView { name: r.model_name.clone(), version: r.model_version.clone() }),
-        findings: run.map(|r| r.findings).unwrap_or_default(),
-        image_url,
-    })
+    Ok(StudySnapshot::current(study, run.as_ref()))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct ListQuery {
+    /// Only studies in this status.
     pub status: Option<String>,
+    /// Only studies annotated with this label, or whose latest run gives it
+    /// at least `min_probability`.
+    pub label: Option<String>,
+    /// For `label`: the smallest model probability that counts (default 0.5).
+    pub min_probability: Option<f32>,
+    /// Created at or after this time (RFC 3339).
+    pub created_from: Option<String>,
+    /// Created before this time (RFC 3339).
+    pub created_before: Option<String>,
+    /// Page size, 1 to 100 (default 20).
     pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct StudyPage {
     pub studies: Vec<StudySummary>,
     /// Pass as `cursor` for the next page; absent on the last page.
     pub next_cursor: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct StudySummary {
     pub id: StudyId,
     pub status: StudyStatus,
@@ -144,19 +201,47 @@ fn decode_cursor(cursor: &str) -> Option<(OffsetDateTime, i64)> {
     Some((OffsetDateTime::from_unix_timestamp_nanos(nanos.parse().ok()?).ok()?, id.parse().ok()?))
 }
 
-pub async fn list(State(state): State<AppState>, Caller(owner): Caller, Query(query): Query<ListQuery>) -> Result<Json<StudyPage>, ApiError> {
+fn timestamp(name: &str, value: Option<&str>) -> Result<Option<OffsetDateTime>, ApiError> {
+    value
+        .map(|v| {
+            OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339)
+                .map_err(|e| ApiError::BadRequest(format!("{name} is not an RFC 3339 time: {e}")))
+        })
+        .transpose()
+}
+
+/// The caller's studies, newest first, one page at a time.
+#[utoipa::path(get, path = "/v1/studies", operation_id = "list_studies", tag = "studies",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of studies", body = StudyPage),
+        (status = 400, description = "Malformed filter or cursor", content_type = "application/problem+json"),
+        (status = 401, description = "No or unknown credentials", content_type = "application/problem+json"),
+    ))]
+pub async fn list(State(state): State<AppState>, Caller(owner): Caller, query: Result<Query<ListQuery>, QueryRejection>) -> Result<Json<StudyPage>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let limit = query.limit.unwrap_or(20);
     if !(1..=100).contains(&limit) {
         return Err(ApiError::BadRequest("limit must be between 1 and 100".into()));
     }
-    let status = query
-        .status
-        .as_deref()
-        .map(|s| StudyStatus::parse(s).ok_or_else(|| ApiError::BadRequest(format!("unknown status {s:?}"))))
-        .transpose()?;
+    let min_probability = query.min_probability.unwrap_or(0.5);
+    if !(0.0..=1.0).contains(&min_probability) {
+        return Err(ApiError::BadRequest("min_probability must be between 0 and 1".into()));
+    }
+    let filter = StudyFilter {
+        status: query
+            .status
+            .as_deref()
+            .map(|s| StudyStatus::parse(s).ok_or_else(|| ApiError::BadRequest(format!("unknown status {s:?}"))))
+            .transpose()?,
+        label: query.label.clone(),
+        label_min_probability: min_probability,
+        created_from: timestamp("created_from", query.created_from.as_deref())?,
+        created_before: timestamp("created_before", query.created_before.as_deref())?,
+    };
     let after = query.cursor.as_deref().map(|c| decode_cursor(c).ok_or_else(|| ApiError::BadRequest("malformed cursor".into()))).transpose()?;
     // One more than asked: tells whether there is a next page.
-    let mut studies = state.db.list_studies(&owner, status, after, limit + 1).await?;
+    let mut studies = state.db.list_studies(&owner, &filter, after, limit + 1).await?;
     let more = studies.len() > limit as usize;
     studies.truncate(limit as usize);
     let next_cursor = if more { studies.last().map(encode_cursor) } else { None };

@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 /// The public identifier of a study (a random UUID). Database row ids never
 /// leave the data lake.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(transparent)]
 pub struct StudyId(Uuid);
 
@@ -36,7 +36,7 @@ impl fmt::Display for StudyId {
 /// Where a study is in its life: created (upload URL issued) -> uploaded
 /// (object read and described) -> processing (sent to the model) -> done,
 /// or failed at any step.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema)]
 #[sqlx(type_name = "study_status", rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]
 pub enum StudyStatus {
@@ -67,7 +67,7 @@ impl StudyStatus {
 }
 
 /// The image formats the platform accepts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum MediaType {
     #[serde(rename = "image/png")]
     Png,

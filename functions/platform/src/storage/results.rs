@@ -20,7 +20,7 @@ use super::postgres::studies::{FindingRecord, InferenceRunRecord, StudyRecord};
 use crate::domain::{MediaType, Owner, Sha256Digest, StudyId, StudyStatus};
 
 /// The model that produced a result.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ModelRef {
     pub name: String,
     pub version: String,
@@ -56,11 +56,14 @@ impl StudySnapshot {
     /// The copy of a study and its latest run; `None` for a study that is
     /// not finished (its state still changes: read it from PostgreSQL).
     pub fn of(study: &StudyRecord, run: Option<&InferenceRunRecord>) -> Option<Self> {
-        if !matches!(study.status, StudyStatus::Done | StudyStatus::Failed) {
-            return None;
-        }
+        matches!(study.status, StudyStatus::Done | StudyStatus::Failed).then(|| Self::current(study, run))
+    }
+
+    /// The same view of any study, finished or not (not to be stored
+    /// unless finished: see [`StudySnapshot::of`]).
+    pub fn current(study: &StudyRecord, run: Option<&InferenceRunRecord>) -> Self {
         let (pk, sk) = snapshot_key(study.id);
-        Some(Self {
+        Self {
             pk,
             sk,
             version: u64::try_from(study.updated_at.unix_timestamp_nanos() / 1000).unwrap_or(0),
@@ -78,7 +81,11 @@ impl StudySnapshot {
             model: run.map(|r| ModelRef { name: r.model_name.clone(), version: r.model_version.clone() }),
             findings: run.map(|r| r.findings.clone()).unwrap_or_default(),
             heatmap_key: run.and_then(|r| r.heatmap_key.clone()),
-        })
+        }
+    }
+
+    pub fn is_finished(&self) -> bool {
+        matches!(self.status, StudyStatus::Done | StudyStatus::Failed)
     }
 }
 
@@ -138,6 +145,15 @@ impl ResultStore {
     pub async fn cached(&self, sha256: &Sha256Digest, model: &ModelRef) -> Result<Option<CachedResult>, DynamoError> {
         let (pk, sk) = cache_key(sha256, model);
         self.table.get(&pk, &sk).await
+    }
+
+    pub fn table_name(&self) -> &str {
+        self.table.name()
+    }
+
+    /// Checks the table exists and is active.
+    pub async fn check(&self) -> Result<(), DynamoError> {
+        self.table.check_table().await
     }
 
     pub async fn put_cached(&self, result: &CachedResult) -> Result<(), DynamoError> {

@@ -106,10 +106,12 @@ pub struct StoredObject {
 
 /// A URL a client can use without credentials, for one method on one key.
 /// Every header listed must be sent exactly as given: they are signed.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct PresignedUrl {
     pub method: String,
     pub url: String,
+    /// `[name, value]` pairs to send exactly as given.
+    #[schema(value_type = Vec<Vec<String>>)]
     pub headers: Vec<(String, String)>,
     #[serde(with = "time::serde::rfc3339")]
     pub expires_at: time::OffsetDateTime,
@@ -295,6 +297,62 @@ impl ObjectStore {
             .await
             .map_err(|e| S3Error::Presign(aws_sdk_s3::error::DisplayErrorContext(&e).to_string()))?;
         Ok(to_presigned_url(&request, expires_in))
+    }
+
+    /// Starts a multipart upload (for objects over the single-PUT limit);
+    /// returns its upload id.
+    pub async fn create_multipart_upload(&self, key: &ObjectKey, content_type: &str) -> Result<String, S3Error> {
+        let out = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key.as_str())
+            .content_type(content_type)
+            .send()
+            .await
+            .map_err(|e| S3Error::from_failure(SdkFailure::from_sdk(e), Some(key.as_str())))?;
+        out.upload_id.ok_or_else(|| S3Error::Presign("S3 returned no upload id".into()))
+    }
+
+    /// A URL for one part of a multipart upload, bound to its exact length.
+    pub async fn presign_upload_part(
+        &self,
+        key: &ObjectKey,
+        upload_id: &str,
+        part_number: i32,
+        content_length: u64,
+        expires_in: Duration,
+    ) -> Result<PresignedUrl, S3Error> {
+        let length = i64::try_from(content_length).map_err(|_| S3Error::Presign("part length too large".into()))?;
+        let request = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(key.as_str())
+            .upload_id(upload_id)
+            .part_number(part_number)
+            .content_length(length)
+            .presigned(presigning_config(expires_in)?)
+            .await
+            .map_err(|e| S3Error::Presign(aws_sdk_s3::error::DisplayErrorContext(&e).to_string()))?;
+        Ok(to_presigned_url(&request, expires_in))
+    }
+
+    /// Assembles the uploaded parts (`(part number, ETag)`, in order) into
+    /// the object; S3 refuses a list that does not match what was uploaded.
+    pub async fn complete_multipart_upload(&self, key: &ObjectKey, upload_id: &str, parts: &[(i32, String)]) -> Result<(), S3Error> {
+        use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+        let parts = parts.iter().map(|(n, etag)| CompletedPart::builder().part_number(*n).e_tag(etag).build()).collect();
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key.as_str())
+            .upload_id(upload_id)
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+            .send()
+            .await
+            .map_err(|e| S3Error::from_failure(SdkFailure::from_sdk(e), Some(key.as_str())))?;
+        Ok(())
     }
 
     /// A URL that lets a client read one object.

@@ -4,6 +4,7 @@
 //! built from values. Schema changes are versioned migrations under
 //! `functions/platform/migrations`, applied by `cxr-admin migrate`.
 
+pub mod idempotency;
 pub mod job_runs;
 pub mod studies;
 

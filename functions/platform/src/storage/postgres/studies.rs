@@ -35,6 +35,19 @@ pub struct StudyRecord {
     pub updated_at: OffsetDateTime,
 }
 
+/// Which of an owner's studies a listing shows.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StudyFilter {
+    pub status: Option<StudyStatus>,
+    /// Annotated with this label, or predicted at `label_min_probability`.
+    pub label: Option<String>,
+    pub label_min_probability: f32,
+    /// Created at or after.
+    pub created_from: Option<OffsetDateTime>,
+    /// Created before.
+    pub created_before: Option<OffsetDateTime>,
+}
+
 /// What a caller asks for when creating a study.
 #[derive(Clone, Debug)]
 pub struct NewStudy {
@@ -56,7 +69,7 @@ pub struct ImageFacts {
     pub dicom: Option<serde_json::Value>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum FindingSource {
     /// Output of the model's head (probability; a box if the model has one).
@@ -126,10 +139,14 @@ pub struct InferenceRunRecord {
     pub findings: Vec<FindingRecord>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// One finding: a label's probability, or a box with its score.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FindingRecord {
     pub label: String,
+    /// The label's probability, or the score of the box.
     pub probability: f32,
+    /// In original-image pixels, for CAM-derived (and box-predicting) findings.
+    #[serde(rename = "box")]
     pub bbox: Option<PixelBox>,
     pub source: FindingSource,
 }
@@ -142,13 +159,16 @@ pub struct NewAnnotation {
     pub author: Owner,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// A radiologist's label (and box) on a study.
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct AnnotationRecord {
     pub id: i64,
     pub label_set: String,
     pub label: String,
+    #[serde(rename = "box")]
     pub bbox: Option<PixelBox>,
     pub author: Owner,
+    #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
 }
 
@@ -238,25 +258,39 @@ impl Database {
 
     /// A page of `owner`'s studies, newest first, after `after` (the
     /// `(created_at, row id)` of the last study of the previous page),
-    /// optionally only those in `status`.
+    /// narrowed by `filter`.
     pub async fn list_studies(
         &self,
         owner: &Owner,
-        status: Option<StudyStatus>,
+        filter: &StudyFilter,
         after: Option<(OffsetDateTime, i64)>,
         limit: u32,
     ) -> Result<Vec<StudyRecord>, DbError> {
+        // A label matches a radiologist annotation, or a model finding of
+        // the study's latest run at or above `label_min_probability`.
         let rows = sqlx::query(&format!(
-            "SELECT {STUDY_COLUMNS} FROM studies
+            "SELECT {STUDY_COLUMNS} FROM studies s
               WHERE owner = $1 AND ($2::study_status IS NULL OR status = $2)
                 AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4))
+                AND ($6::timestamptz IS NULL OR created_at >= $6)
+                AND ($7::timestamptz IS NULL OR created_at < $7)
+                AND ($8::text IS NULL
+                     OR EXISTS (SELECT 1 FROM annotations a WHERE a.study_id = s.id AND a.label = $8)
+                     OR EXISTS (SELECT 1 FROM findings f
+                                 WHERE f.inference_run_id = (SELECT r.id FROM inference_runs r WHERE r.study_id = s.id
+                                                              ORDER BY r.created_at DESC, r.id DESC LIMIT 1)
+                                   AND f.label = $8 AND f.source = 'model' AND f.probability >= $9))
               ORDER BY created_at DESC, id DESC LIMIT $5"
         ))
         .bind(owner.as_str())
-        .bind(status)
+        .bind(filter.status)
         .bind(after.map(|(t, _)| t))
         .bind(after.map_or(0, |(_, id)| id))
         .bind(i64::from(limit))
+        .bind(filter.created_from)
+        .bind(filter.created_before)
+        .bind(&filter.label)
+        .bind(filter.label_min_probability)
         .fetch_all(self.pool())
         .await?;
         rows.iter().map(study_from_row).collect()

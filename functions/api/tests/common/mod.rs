@@ -1,0 +1,86 @@
+//! The API on a random port against the local stack (PostgreSQL, S3,
+//! DynamoDB) and, where a test needs one, the real model server.
+#![allow(dead_code)]
+
+use cxr_api::app::{AppState, router};
+use cxr_api::config::ApiSettings;
+use cxr_platform::domain::Owner;
+use cxr_platform::storage::results::ResultStore;
+use cxr_platform::testing::{LocalStack, closed_port};
+use serde_json::Value;
+
+pub const ALICE: &str = "alice-token-0123456789";
+pub const BOB: &str = "bob-token-0123456789ab";
+
+pub fn settings() -> ApiSettings {
+    let tokens = [(ALICE, "alice"), (BOB, "bob")].into_iter().map(|(t, o)| (t.to_owned(), Owner::new(o).expect("owner"))).collect();
+    let mut settings = ApiSettings::for_tests(tokens, "cxr-densenet121");
+    settings.upload_url_ttl = std::time::Duration::from_secs(120);
+    settings.max_upload_bytes = 6 * 1024 * 1024;
+    settings.multipart_part_bytes = 5 * 1024 * 1024;
+    settings.max_image_bytes = 16 * 1024 * 1024;
+    settings
+}
+
+/// The model server (generated DenseNet-121 weights) on a random port.
+pub async fn model_server() -> String {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("generated-densenet121-xrv");
+    cxr_model_server::in_process::serve_generated("densenet121-xrv", &dir).await.expect("model server")
+}
+
+pub fn runtime_client(endpoint: &str) -> aws_sdk_sagemakerruntime::Client {
+    let stack = LocalStack::get();
+    let sdk = aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(stack.sdk_config().credentials_provider().expect("credentials"))
+        .endpoint_url(endpoint)
+        .build();
+    aws_sdk_sagemakerruntime::Client::new(&sdk)
+}
+
+/// The API with fresh storage; `endpoint` is the model server's base URL
+/// (`None`: a closed port, for tests that never infer).
+pub async fn start_with(endpoint: Option<&str>, tweak: impl FnOnce(&mut ApiSettings)) -> (String, AppState) {
+    let stack = LocalStack::get();
+    let endpoint = endpoint.map(str::to_owned).unwrap_or_else(|| format!("http://127.0.0.1:{}", closed_port()));
+    let mut settings = settings();
+    tweak(&mut settings);
+    let state = AppState::new(
+        stack.fresh_database().await,
+        stack.fresh_bucket().await,
+        ResultStore::new(stack.fresh_table().await),
+        runtime_client(&endpoint),
+        settings,
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let app = router(state.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (base, state)
+}
+
+pub async fn start() -> (String, AppState) {
+    start_with(None, |_| {}).await
+}
+
+pub async fn call(method: reqwest::Method, url: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+    let mut request = reqwest::Client::new().request(method, url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// A grey PNG with a pattern (`seed` makes different images).
+pub fn png(seed: u32) -> Vec<u8> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    let image = image::DynamicImage::ImageLuma8(image::ImageBuffer::from_fn(320, 256, |x, y| image::Luma([((x * 5 + y * 3 + seed * 7) % 256) as u8])));
+    image.write_to(&mut out, image::ImageFormat::Png).expect("png");
+    out.into_inner()
+}
