@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Local development stack: real servers standing in for the AWS services.
 #
-#   infra/local/dev.sh up        install what is missing, start the stack, provision it, print endpoints
+#   infra/local/dev.sh up        install what is missing, start the stack, provision it, start the model
+#                                server, the API and the S3-event relay, print endpoints
 #   infra/local/dev.sh test      run the whole test suite (starts the stack for the run if it is not up)
 #   infra/local/dev.sh status    health of each stand-in
 #   infra/local/dev.sh env       the variables that point the AWS SDKs at the stack (eval-able)
@@ -12,9 +13,15 @@
 # them through the standard AWS_ENDPOINT_URL_* variables; nothing in the
 # code knows it is local.
 #
+# The platform's own processes (`up` only): the model server (generated
+# DenseNet-121 weights, standing in for the SageMaker endpoint), the API, and
+# `infer relay`, which delivers the S3 ObjectCreated events s3s-fs cannot
+# send to the same handler the S3-triggered Lambda runs.
+#
 # Settings (environment): CXR_STACK_DIR (data, default .stack), CXR_TOOLS_DIR
 # (installed tools, default ~/.cache/cxr-tools), CXR_PG_PORT (55432),
-# CXR_S3_PORT (59000), CXR_DYNAMODB_PORT (58000), CXR_DOCUMENTDB_PORT (57017).
+# CXR_S3_PORT (59000), CXR_DYNAMODB_PORT (58000), CXR_DOCUMENTDB_PORT (57017),
+# CXR_MODEL_PORT (58080), CXR_API_PORT (3000).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -24,6 +31,8 @@ PG_PORT=${CXR_PG_PORT:-55432}
 S3_PORT=${CXR_S3_PORT:-59000}
 DYNAMODB_PORT=${CXR_DYNAMODB_PORT:-58000}
 DOCUMENTDB_PORT=${CXR_DOCUMENTDB_PORT:-57017}
+MODEL_PORT=${CXR_MODEL_PORT:-58080}
+API_PORT=${CXR_API_PORT:-3000}
 
 S3S_FS_VERSION=0.14.1
 DYNALITE_VERSION=4.0.0
@@ -227,7 +236,47 @@ stop_pidfile() {
   log "$name stopped"
 }
 
+# ---------------------------------------------------------------- platform processes
+healthy_model() { curl -sf -m 2 -o /dev/null "http://127.0.0.1:$MODEL_PORT/ping"; }
+healthy_api() { curl -sf -m 2 -o /dev/null "http://127.0.0.1:$API_PORT/v1/health"; }
+healthy_relay() { pid_alive "$STACK_DIR/run/relay.pid"; }
+
+start_platform() {
+  log "building the model server, the API and the inference handler (first build: several minutes)"
+  (cd "$ROOT" && cargo build --quiet -p cxr-model-server -p cxr-api -p cxr-infer)
+  local bin=$ROOT/target/debug
+  if [ ! -f "$STACK_DIR/model/model.json" ]; then
+    log "writing a model with generated (untrained) DenseNet-121 weights to $STACK_DIR/model"
+    "$bin/model-server" generate-model --kind densenet121-xrv --dir "$STACK_DIR/model" >/dev/null
+  fi
+  if pid_alive "$STACK_DIR/run/model.pid" && healthy_model; then
+    log "model server already running on 127.0.0.1:$MODEL_PORT"
+  else
+    port_taken "$MODEL_PORT" && refuse_foreign model-server "$MODEL_PORT" CXR_MODEL_PORT
+    spawn model "$bin/model-server" serve --model-dir "$STACK_DIR/model" --addr "127.0.0.1:$MODEL_PORT"
+    wait_until "model server (warm-up)" 720 healthy_model
+    log "model server started on 127.0.0.1:$MODEL_PORT"
+  fi
+  if pid_alive "$STACK_DIR/run/api.pid" && healthy_api; then
+    log "api         already running on 127.0.0.1:$API_PORT"
+  else
+    port_taken "$API_PORT" && refuse_foreign api "$API_PORT" CXR_API_PORT
+    spawn api "$bin/api"
+    wait_until api 120 healthy_api
+    log "api         started on http://127.0.0.1:$API_PORT"
+  fi
+  if healthy_relay; then
+    log "relay       already running"
+  else
+    spawn relay "$bin/infer" relay
+    log "relay       started (delivers S3 ObjectCreated events to the infer handler)"
+  fi
+}
+
 stop_stack() {
+  stop_pidfile relay
+  stop_pidfile api
+  stop_pidfile model
   stop_pidfile documentdb
   stop_pidfile dynamodb
   stop_pidfile s3
@@ -257,6 +306,9 @@ export COCO_DESTINATION=s3://cxr-data-mart/coco
 export DEIDENTIFY_SECRET=local-development-only-deidentify-secret
 export CXR_PYTHON=$TOOLS_DIR/pytools/bin/python
 export API_DEV_TOKENS=local-dev-token-alice=alice,local-dev-token-bob00=bob
+export API_ADDR=127.0.0.1:$API_PORT
+export AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME=http://127.0.0.1:$MODEL_PORT
+export MODEL_ENDPOINT_NAME=cxr-local
 EOF
 }
 
@@ -277,7 +329,7 @@ stack_healthy() {
 
 status() {
   local s
-  for s in postgres s3 dynamodb documentdb; do
+  for s in postgres s3 dynamodb documentdb model api relay; do
     if "healthy_$s" >/dev/null 2>&1; then printf '  %-11s healthy\n' "$s"; else printf '  %-11s DOWN\n' "$s"; fi
   done
 }
@@ -292,6 +344,7 @@ cmd_up() {
   (cd "$ROOT" && cargo build --quiet -p cxr-admin)
   "$ROOT/target/debug/cxr-admin" provision
   "$ROOT/target/debug/cxr-admin" check
+  start_platform
   cat >&2 <<EOF
 
 Local stack is up. Data: $STACK_DIR (logs in $STACK_DIR/logs)
@@ -299,6 +352,9 @@ Local stack is up. Data: $STACK_DIR (logs in $STACK_DIR/logs)
   S3 (s3s-fs)             $AWS_ENDPOINT_URL_S3   buckets $IMAGES_BUCKET, $BACKUP_BUCKET
   DynamoDB (dynalite)     $AWS_ENDPOINT_URL_DYNAMODB   table $RESULTS_TABLE
   DocumentDB (SecantusDB) $DOCUMENTDB_URI   database $DOCUMENTDB_DATABASE
+  Model server (SageMaker) $AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME   endpoint $MODEL_ENDPOINT_NAME (generated weights)
+  API                     http://$API_ADDR/v1   (openapi: /v1/openapi.json; token: local-dev-token-alice)
+  S3-event relay          running (logs: $STACK_DIR/logs/relay.log)
 
 Use it from a shell:   source $STACK_DIR/env
 Stop it:               infra/local/dev.sh down
