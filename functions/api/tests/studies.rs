@@ -178,3 +178,17 @@ async fn annotations_are_validated_against_labels_and_image_bounds() {
     let (status, _) = call(reqwest::Method::POST, &url, Some(BOB), Some(json!({"label": "ILD"}))).await;
     assert_eq!(status, 404);
 }
+
+/// A binary body through Lambda: API Gateway base64-encodes it into the
+/// event, lambda_http decodes it, the handler sniffs a PNG. The model
+/// endpoint is down here, so the answer is 503 naming the recorded study
+/// (415 would mean the body arrived mangled).
+#[tokio::test]
+async fn in_lambda_predict_gets_the_binary_body() {
+    let (_, state) = start().await;
+    let (status, problem) = lambda_event(&state, "api-predict.json").await;
+    assert_eq!(status, 503, "{problem}");
+    let id = problem["study_id"].as_str().expect("a study was recorded");
+    let study = state.db.find_study(&Owner::new("alice").expect("owner"), id.parse().expect("id")).await.expect("find").expect("study");
+    assert_eq!((study.width, study.height), (Some(512), Some(512)));
+}

@@ -22,8 +22,10 @@ pub struct InferSettings {
 
 impl InferSettings {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let model = match (env.get("MODEL_NAME"), env.get("MODEL_VERSION")) {
-            (Some(name), Some(version)) if !name.is_empty() && !version.is_empty() => Some(ModelRef { name, version }),
+        // Empty counts as unset (the SAM template passes empty parameters).
+        let set = |name| env.get(name).filter(|v| !v.trim().is_empty());
+        let model = match (set("MODEL_NAME"), set("MODEL_VERSION")) {
+            (Some(name), Some(version)) => Some(ModelRef { name, version }),
             (None, None) => None,
             _ => {
                 return Err(ConfigError::Malformed {
@@ -42,5 +44,27 @@ impl InferSettings {
     /// Settings for tests and local tools: this endpoint, model learned.
     pub fn for_endpoint(endpoint_name: impl Into<String>) -> Self {
         Self { endpoint_name: endpoint_name.into(), model: None, lease: Duration::from_secs(45) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Env {
+        Env::from_map(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    }
+
+    #[test]
+    fn the_model_is_both_name_and_version_or_neither() {
+        let base = [("MODEL_ENDPOINT_NAME", "cxr")];
+        assert_eq!(InferSettings::from_env(&env(&base)).expect("ok").model, None);
+        let empty = [("MODEL_ENDPOINT_NAME", "cxr"), ("MODEL_NAME", ""), ("MODEL_VERSION", "")];
+        assert_eq!(InferSettings::from_env(&env(&empty)).expect("empty is unset").model, None);
+        let both = [("MODEL_ENDPOINT_NAME", "cxr"), ("MODEL_NAME", "densenet"), ("MODEL_VERSION", "2")];
+        assert_eq!(InferSettings::from_env(&env(&both)).expect("ok").model, Some(ModelRef { name: "densenet".into(), version: "2".into() }));
+        let half = [("MODEL_ENDPOINT_NAME", "cxr"), ("MODEL_NAME", "densenet")];
+        assert!(InferSettings::from_env(&env(&half)).is_err());
+        assert!(InferSettings::from_env(&env(&[])).is_err(), "the endpoint is required");
     }
 }
