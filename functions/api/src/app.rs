@@ -37,7 +37,7 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(db: Database, images: ObjectStore, results: ResultStore, runtime: aws_sdk_sagemakerruntime::Client, settings: ApiSettings) -> Self {
-        let endpoint = ModelEndpoint::new(runtime, settings.inference.endpoint_name.clone());
+        let endpoint = ModelEndpoint::new(runtime, settings.inference.endpoint_name.clone(), settings.inference.inline_max_bytes);
         let inference = Arc::new(Inference::new(db.clone(), results.clone(), endpoint, settings.inference.model.clone()));
         let predict_slots = Arc::new(Semaphore::new(settings.predict_max_in_flight.max(1)));
         Self { db, images, results, inference, settings: Arc::new(settings), predict_slots }

@@ -73,24 +73,32 @@ impl AnswerHeatmap {
 pub struct ModelEndpoint {
     client: aws_sdk_sagemakerruntime::Client,
     name: String,
+    inline_max_bytes: usize,
 }
 
 impl ModelEndpoint {
-    pub fn new(client: aws_sdk_sagemakerruntime::Client, name: impl Into<String>) -> Self {
-        Self { client, name: name.into() }
+    pub fn new(client: aws_sdk_sagemakerruntime::Client, name: impl Into<String>, inline_max_bytes: usize) -> Self {
+        Self { client, name: name.into(), inline_max_bytes }
     }
 
-    /// Sends one image; asks for the Grad-CAM heatmap and boxes of the most
-    /// probable label.
-    pub async fn invoke(&self, image: &Bytes, media_type: MediaType) -> Result<ModelAnswer, EndpointError> {
+    /// Sends one image (stored at `s3://{bucket}/{key}`); asks for the
+    /// Grad-CAM heatmap and boxes of the most probable label. Images over
+    /// the inline limit are sent by reference: `{"s3_uri": ...}` as JSON,
+    /// which the model server reads from S3 itself.
+    pub async fn invoke(&self, image: &Bytes, media_type: MediaType, bucket: &str, key: &str) -> Result<ModelAnswer, EndpointError> {
+        let (content_type, body) = if image.len() <= self.inline_max_bytes {
+            (media_type.as_str(), image.to_vec())
+        } else {
+            ("application/json", serde_json::json!({ "s3_uri": format!("s3://{bucket}/{key}") }).to_string().into_bytes())
+        };
         let answer = self
             .client
             .invoke_endpoint()
             .endpoint_name(&self.name)
-            .content_type(media_type.as_str())
+            .content_type(content_type)
             .accept("application/json")
             .custom_attributes("explain=top")
-            .body(Blob::new(image.to_vec()))
+            .body(Blob::new(body))
             .send()
             .await;
         let body = match answer {

@@ -99,7 +99,7 @@ impl Inference {
             return Ok(Outcome::Done { cached: true });
         }
 
-        let answer = match self.endpoint.invoke(image, study.media_type).await {
+        let answer = match self.endpoint.invoke(image, study.media_type, &study.s3_bucket, &study.s3_key).await {
             Ok(answer) => answer,
             Err(EndpointError::Refused(reason)) => return self.fail(study, &format!("the model refused the image: {reason}")).await,
             Err(err) => {

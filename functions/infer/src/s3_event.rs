@@ -56,7 +56,7 @@ enum Handled {
 
 impl InferHandler {
     pub fn new(db: Database, results: ResultStore, s3: aws_sdk_s3::Client, runtime: aws_sdk_sagemakerruntime::Client, settings: InferSettings) -> Self {
-        let endpoint = ModelEndpoint::new(runtime, settings.endpoint_name.clone());
+        let endpoint = ModelEndpoint::new(runtime, settings.endpoint_name.clone(), settings.inline_max_bytes);
         Self { inference: Arc::new(Inference::new(db, results, endpoint, settings.model.clone())), s3, settings }
     }
 

@@ -5,6 +5,9 @@ use std::time::Duration;
 use cxr_platform::config::{ConfigError, Env};
 use cxr_platform::storage::results::ModelRef;
 
+/// Below SageMaker's 6 MB request limit, with room for headers.
+pub const DEFAULT_INLINE_MAX_BYTES: usize = 5_500_000;
+
 #[derive(Clone, Debug)]
 pub struct InferSettings {
     /// `MODEL_ENDPOINT_NAME`: the SageMaker endpoint (any name locally).
@@ -18,6 +21,10 @@ pub struct InferSettings {
     /// inference before another may take it over (a claimant that died).
     /// Longer than the slowest inference (API Gateway stops waiting at 30 s).
     pub lease: Duration,
+    /// `ENDPOINT_INLINE_MAX_BYTES`: images up to this size travel in the
+    /// request body; larger ones are named by their S3 URI for the model
+    /// server to read (SageMaker's real-time payload limit is 6 MB).
+    pub inline_max_bytes: usize,
 }
 
 impl InferSettings {
@@ -38,12 +45,13 @@ impl InferSettings {
             endpoint_name: env.required("MODEL_ENDPOINT_NAME", "SageMaker endpoint that serves the model")?,
             model,
             lease: env.seconds_or("INFERENCE_LEASE_SECS", Duration::from_secs(45))?,
+            inline_max_bytes: env.parsed_or("ENDPOINT_INLINE_MAX_BYTES", DEFAULT_INLINE_MAX_BYTES)?,
         })
     }
 
     /// Settings for tests and local tools: this endpoint, model learned.
     pub fn for_endpoint(endpoint_name: impl Into<String>) -> Self {
-        Self { endpoint_name: endpoint_name.into(), model: None, lease: Duration::from_secs(45) }
+        Self { endpoint_name: endpoint_name.into(), model: None, lease: Duration::from_secs(45), inline_max_bytes: DEFAULT_INLINE_MAX_BYTES }
     }
 }
 

@@ -23,15 +23,12 @@ async fn model_server() -> String {
 const GENERATED_MODEL: &str = "densenet121-xrv-generated";
 
 fn handler(db: Database, results: &DynamoTable, endpoint: &str, model: Option<ModelRef>) -> InferHandler {
-    let stack = LocalStack::get();
-    let sdk = aws_config::SdkConfig::builder()
-        .behavior_version(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(stack.sdk_config().credentials_provider().expect("credentials"))
-        .endpoint_url(endpoint)
-        .build();
     let settings = InferSettings { model, ..InferSettings::for_endpoint("cxr-densenet121") };
-    InferHandler::new(db, ResultStore::new(results.clone()), stack.s3_client(), aws_sdk_sagemakerruntime::Client::new(&sdk), settings)
+    handler_with(db, results, endpoint, settings)
+}
+
+fn handler_with(db: Database, results: &DynamoTable, endpoint: &str, settings: InferSettings) -> InferHandler {
+    InferHandler::new(db, ResultStore::new(results.clone()), LocalStack::get().s3_client(), sagemaker_client(endpoint), settings)
 }
 
 /// The sample event, pointed at this bucket and key.
@@ -223,4 +220,44 @@ async fn a_study_in_flight_elsewhere_is_retried_not_processed_twice() {
     settings_short.settings.lease = std::time::Duration::ZERO;
     let report = settings_short.handle(&event(store.bucket(), &study.s3_key)).await.expect("taken over");
     assert_eq!(report.done, 1);
+}
+
+/// Images over SageMaker's 6 MB request limit are sent by reference: the
+/// endpoint gets `{"s3_uri": ...}` and the model server reads the object.
+#[tokio::test]
+async fn large_images_are_sent_to_the_endpoint_by_s3_reference() {
+    let stack = LocalStack::get();
+    let db = stack.fresh_database().await;
+    let store = stack.fresh_bucket().await;
+    let table = stack.fresh_table().await;
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("generated-densenet121-xrv");
+    let reader = cxr_model_server::image_source::S3Images::with_client(stack.s3_client());
+    let endpoint = cxr_model_server::in_process::serve_generated_with("densenet121-xrv", &dir, reader).await.expect("model server");
+
+    let settings = InferSettings { inline_max_bytes: 100, ..InferSettings::for_endpoint("cxr-densenet121") };
+    let by_reference = handler_with(db.clone(), &table, &endpoint, settings);
+    let study = upload(&store, &db, MediaType::Png, png()).await;
+    let report = by_reference.handle(&event(store.bucket(), &study.s3_key)).await.expect("handled");
+    assert_eq!((report.done, report.failed), (1, 0));
+    let run = db.latest_inference(study.row_id).await.expect("run").expect("a run");
+    assert!(run.findings.len() >= 18);
+
+    // The model server's answers to bad references.
+    let client = sagemaker_client(&endpoint);
+    for body in [r#"{"s3_uri": "s3://no-such-bucket-here/x.png"}"#, r#"{"s3_uri": "not a uri"}"#, r#"{"image": 1}"#] {
+        let answer = client.invoke_endpoint().endpoint_name("cxr").content_type("application/json").body(body.as_bytes().to_vec().into()).send().await;
+        let status = answer.err().and_then(|e| e.raw_response().map(|r| r.status().as_u16()));
+        assert_eq!(status, Some(422), "{body}");
+    }
+}
+
+fn sagemaker_client(endpoint: &str) -> aws_sdk_sagemakerruntime::Client {
+    let stack = LocalStack::get();
+    let sdk = aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(stack.sdk_config().credentials_provider().expect("credentials"))
+        .endpoint_url(endpoint)
+        .build();
+    aws_sdk_sagemakerruntime::Client::new(&sdk)
 }

@@ -13,6 +13,11 @@ use crate::config::ServeConfig;
 /// them on `127.0.0.1:<random>` and returns the base URL once `/ping`
 /// answers 200.
 pub async fn serve_generated(kind: &str, dir: &Path) -> anyhow::Result<String> {
+    serve_generated_with(kind, dir, crate::image_source::S3Images::default()).await
+}
+
+/// [`serve_generated`], reading S3-referenced images with `s3_images`.
+pub async fn serve_generated_with(kind: &str, dir: &Path, s3_images: crate::image_source::S3Images) -> anyhow::Result<String> {
     let manifest = crate::generated_manifest(kind).ok_or_else(|| anyhow::anyhow!("unknown model kind {kind:?}"))?;
     Classifier::write_generated_once(dir, &manifest)?;
     let config = ServeConfig {
@@ -25,7 +30,7 @@ pub async fn serve_generated(kind: &str, dir: &Path) -> anyhow::Result<String> {
         max_side: 16384,
         dtype: "f32".into(),
     };
-    let (app, _device_thread) = crate::build(&config).await?;
+    let (app, _device_thread) = crate::build_with(&config, s3_images).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move { axum::serve(listener, app).await });

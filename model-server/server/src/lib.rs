@@ -3,6 +3,7 @@
 //! container contract ([`router`]).
 
 pub mod config;
+pub mod image_source;
 pub mod in_process;
 pub mod metrics;
 pub mod model_source;
@@ -55,6 +56,11 @@ pub fn generated_manifest(kind: &str) -> Option<ModelManifest> {
 /// Loads the model, starts the device thread and returns the router; the
 /// server answers `/ping` with 200 once warm-up has finished.
 pub async fn build(config: &ServeConfig) -> anyhow::Result<(axum::Router, std::thread::JoinHandle<()>)> {
+    build_with(config, image_source::S3Images::default()).await
+}
+
+/// [`build`], reading S3-referenced images with `s3_images`.
+pub async fn build_with(config: &ServeConfig, s3_images: image_source::S3Images) -> anyhow::Result<(axum::Router, std::thread::JoinHandle<()>)> {
     if let Some(uri) = &config.model_s3_uri {
         model_source::fetch_from_s3(uri, &config.model_dir).await?;
     }
@@ -83,7 +89,7 @@ pub async fn build(config: &ServeConfig) -> anyhow::Result<(axum::Router, std::t
         }
     });
     let limits = Limits { max_bytes: config.max_body_bytes, max_side: config.max_side, ..Limits::default() };
-    Ok((router(AppState { classifier, queue, ready, metrics, limits }), thread))
+    Ok((router(AppState { classifier, queue, ready, metrics, limits, s3_images }), thread))
 }
 
 /// Serves until SIGTERM or Ctrl-C, then stops accepting connections and

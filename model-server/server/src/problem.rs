@@ -17,6 +17,12 @@ pub enum ApiError {
     NotReady,
     #[error("cannot explain {0:?}: not one of the model's labels (or use \"top\")")]
     UnknownLabel(String),
+    /// A JSON body that does not name a readable S3 image.
+    #[error("{0}")]
+    BadReference(String),
+    /// The referenced image could not be read (S3 unreachable or failing).
+    #[error("reading the image from S3: {0}")]
+    Storage(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -27,7 +33,8 @@ impl ApiError {
             Self::Decode(DecodeError::TooManyBytes { .. } | DecodeError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Decode(DecodeError::UnknownFormat | DecodeError::Unsupported { .. }) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Decode(DecodeError::Empty | DecodeError::Corrupt { .. }) => StatusCode::BAD_REQUEST,
-            Self::UnknownLabel(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::UnknownLabel(_) | Self::BadReference(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Queue(QueueError::Overloaded(_)) => StatusCode::TOO_MANY_REQUESTS,
             Self::NotReady | Self::Queue(QueueError::Stopped) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Queue(QueueError::Inference(_)) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

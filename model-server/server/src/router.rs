@@ -31,6 +31,8 @@ pub struct AppState {
     pub ready: Arc<AtomicBool>,
     pub metrics: Arc<Metrics>,
     pub limits: Limits,
+    /// Reads images that requests name by S3 URI.
+    pub s3_images: crate::image_source::S3Images,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -155,8 +157,12 @@ async fn invocations(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let content_type = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let result = match explain_request(&state, &query, &headers) {
-        Ok(explain) => invoke(&state, body, explain).await,
+        Ok(explain) => match state.s3_images.resolve(content_type, body, state.limits.max_bytes).await {
+            Ok(image) => invoke(&state, image, explain).await,
+            Err(err) => Err(err),
+        },
         Err(err) => Err(err),
     };
     let response = match result {
