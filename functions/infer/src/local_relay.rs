@@ -4,7 +4,9 @@
 //! upload completes. Locally, `infer relay` does that job: every interval it
 //! asks PostgreSQL for studies still waiting for their image or their
 //! inference, asks S3 (HEAD, through the real SDK) whether the image is
-//! there, and hands the same handler the same event S3 would send. An
+//! there (s3s-fs writes to a temporary file and renames it, so an object
+//! HEAD sees is complete), and hands the same handler the same event S3
+//! would send. An
 //! attempt that fails (endpoint down, study in flight elsewhere) is
 //! delivered again after `retry_after`, as Lambda retries an asynchronous
 //! invocation.
