@@ -65,6 +65,21 @@ async fn predict_records_the_study_answers_findings_and_never_infers_an_image_tw
     assert_eq!(again["findings"], study["findings"]);
 }
 
+/// A DICOM file through predict: decoded by the model server (12-bit,
+/// MONOCHROME2), its non-identifying attributes kept with the study.
+#[tokio::test]
+async fn predict_takes_dicom() {
+    let (base, state) = start_with(Some(&model_server().await), |_| {}).await;
+    let (status, _, study) = predict(&base, ALICE, cxr_inference::fixtures::dicom_file(300, 360), None).await;
+    assert_eq!(status, 201, "{study}");
+    assert_eq!((study["media_type"].as_str(), study["width"].as_u64(), study["height"].as_u64()), (Some("application/dicom"), Some(300), Some(360)));
+    assert_eq!(study["status"].as_str(), Some("done"));
+    let id = study["id"].as_str().expect("id").parse().expect("uuid");
+    let stored = state.db.find_study(&cxr_platform::domain::Owner::new("alice").expect("owner"), id).await.expect("find").expect("study");
+    assert_eq!((stored.modality.as_deref(), stored.bit_depth), (Some("DX"), Some(12)));
+    assert!(stored.s3_key.ends_with(".dcm"), "{}", stored.s3_key);
+}
+
 #[tokio::test]
 async fn predict_refuses_bad_input_and_leaves_the_study_retryable_when_the_endpoint_is_down() {
     let (base, state) = start_with(None, |s| s.predict_max_bytes = 100_000).await;

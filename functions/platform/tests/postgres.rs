@@ -238,3 +238,33 @@ async fn wrong_password_is_not_mistaken_for_an_outage() {
         other => panic!("expected an authentication error, got {other:?}"),
     }
 }
+
+/// Idempotency keys: reserve, replay, mismatch, in progress; a reservation
+/// abandoned for two minutes is taken over; an expired key is reusable.
+#[tokio::test]
+async fn idempotency_keys_reserve_replay_and_expire() {
+    use cxr_platform::storage::postgres::idempotency::{Reservation, StoredResponse};
+    let db = LocalStack::get().fresh_database().await;
+    let alice = Owner::new("alice").expect("owner");
+    let request = Sha256Digest::of(b"POST /v1/studies {...}");
+    let other = Sha256Digest::of(b"POST /v1/studies {other}");
+    assert_eq!(db.reserve_idempotency_key(&alice, "k1", &request).await.expect("reserve"), Reservation::Reserved);
+    assert_eq!(db.reserve_idempotency_key(&alice, "k1", &request).await.expect("again"), Reservation::InProgress);
+    assert_eq!(db.reserve_idempotency_key(&alice, "k1", &other).await.expect("other"), Reservation::Mismatch);
+    let answer = StoredResponse { status: 201, content_type: Some("application/json".into()), body: b"{\"id\":1}".to_vec() };
+    db.finish_idempotency_key(&alice, "k1", &answer).await.expect("finish");
+    assert_eq!(db.reserve_idempotency_key(&alice, "k1", &request).await.expect("replay"), Reservation::Replay(answer));
+
+    // Released (a 5xx): the retry runs again.
+    assert_eq!(db.reserve_idempotency_key(&alice, "k2", &request).await.expect("reserve"), Reservation::Reserved);
+    db.release_idempotency_key(&alice, "k2").await.expect("release");
+    assert_eq!(db.reserve_idempotency_key(&alice, "k2", &request).await.expect("again"), Reservation::Reserved);
+
+    // Abandoned: its request died without an answer.
+    sqlx::query("UPDATE idempotency_keys SET created_at = now() - interval '3 minutes' WHERE key = 'k2'").execute(db.pool()).await.expect("age");
+    assert_eq!(db.reserve_idempotency_key(&alice, "k2", &request).await.expect("take over"), Reservation::Reserved);
+
+    // Expired: forgotten, the key is free for a new request.
+    sqlx::query("UPDATE idempotency_keys SET expires_at = now() - interval '1 second' WHERE key = 'k1'").execute(db.pool()).await.expect("expire");
+    assert_eq!(db.reserve_idempotency_key(&alice, "k1", &other).await.expect("reuse"), Reservation::Reserved);
+}
