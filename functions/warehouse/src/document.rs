@@ -64,6 +64,8 @@ pub struct InferenceRunDocument {
     pub model_version: String,
     pub thresholds: serde_json::Value,
     pub timings_ms: serde_json::Value,
+    /// S3 key of the run's Grad-CAM heatmap (in the images bucket).
+    pub heatmap_key: Option<String>,
     pub created_at: DateTime,
     pub findings: Vec<FindingDocument>,
 }
@@ -120,6 +122,7 @@ pub struct RunRow {
     pub model_version: String,
     pub thresholds: serde_json::Value,
     pub timings_ms: serde_json::Value,
+    pub heatmap_key: Option<String>,
     pub created_at: OffsetDateTime,
 }
 
@@ -246,6 +249,7 @@ fn run_document(run: &RunRow, mut findings: Vec<FindingRow>) -> InferenceRunDocu
         model_version: run.model_version.clone(),
         thresholds: run.thresholds.clone(),
         timings_ms: run.timings_ms.clone(),
+        heatmap_key: run.heatmap_key.clone(),
         created_at: bson_date(run.created_at),
         findings: findings
             .into_iter()
@@ -305,6 +309,7 @@ mod tests {
             model_version: version.into(),
             thresholds: serde_json::json!({"Effusion": 0.3}),
             timings_ms: serde_json::json!({}),
+            heatmap_key: Some(format!("heatmaps/{id}.png")),
             created_at: datetime!(2026-11-01 10:00:01 UTC),
         }
     }

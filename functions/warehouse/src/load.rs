@@ -182,7 +182,7 @@ async fn read_chunk(tx: &mut sqlx::Transaction<'static, sqlx::Postgres>, ids: &[
     .fetch_all(&mut **tx)
     .await?;
     let runs: Vec<RunRow> = sqlx::query_as(
-        "SELECT id, study_id, model_name, model_version, thresholds, timings_ms, created_at
+        "SELECT id, study_id, model_name, model_version, thresholds, timings_ms, heatmap_key, created_at
            FROM inference_runs WHERE study_id = ANY($1) ORDER BY id",
     )
     .bind(ids)
