@@ -2,12 +2,11 @@
 //! backup as a run that was never interrupted.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cxr_backup::restore::{manifests, restore};
-use cxr_platform::storage::postgres::Database;
 use cxr_platform::storage::s3::ObjectStore;
-use cxr_platform::testing::{LocalStack, seed, table_fingerprint};
+use cxr_platform::testing::{LocalStack, kill_at_checkpoint, seed, table_fingerprint};
 
 fn backup_command(database_url: &str, bucket: &str) -> tokio::process::Command {
     let mut command = LocalStack::get().command(env!("CARGO_BIN_EXE_backup"));
@@ -29,19 +28,10 @@ async fn parts(store: &ObjectStore) -> BTreeMap<String, String> {
     all
 }
 
-async fn next_chunk(db: &Database) -> i64 {
-    sqlx::query_scalar("SELECT COALESCE(max((checkpoint->>'next_chunk')::bigint), 0) FROM job_runs")
-        .fetch_one(db.pool())
-        .await
-        .expect("checkpoint")
-}
-
 #[tokio::test]
 async fn sigkill_halfway_then_rerun_equals_an_uninterrupted_run() {
     let stack = LocalStack::get();
-    let url = stack.fresh_database_url().await;
-    let db = Database::connect(&stack.postgres_settings(&url)).await.expect("connect");
-    db.migrate().await.expect("migrate");
+    let (url, db) = stack.fresh_migrated_database().await;
     seed(&db, 120, 2).await.expect("seed");
 
     // Reference: one uninterrupted run. Then forget it (watermark reset).
@@ -53,14 +43,7 @@ async fn sigkill_halfway_then_rerun_equals_an_uninterrupted_run() {
     // Interrupted: kill -9 once a third of the chunks are written.
     let interrupted = stack.fresh_bucket().await;
     let mut child = backup_command(&url, interrupted.bucket()).spawn().expect("spawn");
-    let started = Instant::now();
-    while next_chunk(&db).await < 40 {
-        assert!(started.elapsed() < Duration::from_secs(60), "backup made no progress");
-        assert!(child.try_wait().expect("poll").is_none(), "finished before it could be killed");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    child.kill().await.expect("SIGKILL");
-    let killed_at = next_chunk(&db).await;
+    let killed_at = kill_at_checkpoint(&db, &mut child, "next_chunk", 40).await;
     assert!(killed_at < 120, "killed halfway (at chunk {killed_at})");
     assert!(manifests(&interrupted, "rds-backups").await.expect("list").is_empty(), "no manifest for an unfinished run");
 

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cxr_coco_export::coco::CocoFile;
 use cxr_coco_export::export::{ExportOptions, ExportReport, run_export};
@@ -11,7 +11,7 @@ use cxr_coco_export::mart::DataMart;
 use cxr_platform::deidentify::UidKey;
 use cxr_platform::storage::postgres::Database;
 use cxr_platform::storage::s3::{ObjectKey, ObjectStore};
-use cxr_platform::testing::{LocalStack, identifiable_dicom, png_with_text, seed};
+use cxr_platform::testing::{LocalStack, identifiable_dicom, kill_at_checkpoint, png_with_text, seed};
 
 const SECRET: &str = "test-deidentify-secret";
 
@@ -247,32 +247,16 @@ fn export_command(database_url: &str, destination: &Path) -> tokio::process::Com
     command
 }
 
-async fn chunks_done(db: &Database) -> i64 {
-    sqlx::query_scalar("SELECT COALESCE(max((checkpoint->>'chunks')::bigint), 0) FROM job_runs")
-        .fetch_one(db.pool())
-        .await
-        .expect("checkpoint")
-}
-
 #[tokio::test]
 async fn sigkill_halfway_then_rerun_equals_an_uninterrupted_run() {
     let stack = LocalStack::get();
-    let url = stack.fresh_database_url().await;
-    let db = Database::connect(&stack.postgres_settings(&url)).await.expect("connect");
-    db.migrate().await.expect("migrate");
+    let (url, db) = stack.fresh_migrated_database().await;
     lake_with_images(&db, 160).await;
     let dir = tempfile::tempdir().expect("temp dir");
 
     let interrupted = dir.path().join("interrupted");
     let mut child = export_command(&url, &interrupted).spawn().expect("spawn");
-    let started = Instant::now();
-    while chunks_done(&db).await < 50 {
-        assert!(started.elapsed() < Duration::from_secs(60), "the export made no progress");
-        assert!(child.try_wait().expect("poll").is_none(), "finished before it could be killed");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    child.kill().await.expect("SIGKILL");
-    let killed_at = chunks_done(&db).await;
+    let killed_at = kill_at_checkpoint(&db, &mut child, "chunks", 50).await;
     assert!(killed_at < 160, "killed halfway (at chunk {killed_at})");
     assert!(!interrupted.join("manifest.json").exists(), "no manifest before the export is assembled");
     let status = export_command(&url, &interrupted).status().await.expect("rerun");

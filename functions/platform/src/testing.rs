@@ -163,6 +163,15 @@ impl LocalStack {
         replace_database(self.var("DATABASE_URL"), &name)
     }
 
+    /// A new, migrated database of its own and its URL, for tests that
+    /// start a binary on it.
+    pub async fn fresh_migrated_database(&self) -> (String, Database) {
+        let url = self.fresh_database_url().await;
+        let db = Database::connect(&self.postgres_settings(&url)).await.expect("connect to fresh database");
+        db.migrate().await.expect("migrate fresh database");
+        (url, db)
+    }
+
     pub fn postgres_settings(&self, url: &str) -> PostgresSettings {
         PostgresSettings { url: Secret::new(url.to_owned()), max_connections: 4, connect_timeout: Duration::from_secs(10) }
     }
@@ -189,6 +198,29 @@ impl LocalStack {
         };
         Warehouse::connect(&settings).await.expect("connect to the local DocumentDB stand-in")
     }
+}
+
+/// The largest value of `field` (a number) in any job run's checkpoint.
+pub async fn job_checkpoint(db: &Database, field: &str) -> i64 {
+    sqlx::query_scalar("SELECT COALESCE(max((checkpoint->>$1)::bigint), 0) FROM job_runs")
+        .bind(field)
+        .fetch_one(db.pool())
+        .await
+        .expect("checkpoint")
+}
+
+/// Kills `child` with SIGKILL once a job run's checkpoint `field` reaches
+/// `at_least` (failing if the job finishes first or makes no progress for
+/// a minute); returns the checkpoint it was killed at.
+pub async fn kill_at_checkpoint(db: &Database, child: &mut tokio::process::Child, field: &str, at_least: i64) -> i64 {
+    let started = std::time::Instant::now();
+    while job_checkpoint(db, field).await < at_least {
+        assert!(started.elapsed() < Duration::from_secs(60), "the job made no progress");
+        assert!(child.try_wait().expect("poll").is_none(), "the job finished before it could be killed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    child.kill().await.expect("SIGKILL");
+    job_checkpoint(db, field).await
 }
 
 /// `prefix` plus 16 random hex digits: valid as a database, bucket (after

@@ -1,12 +1,12 @@
 //! The warehouse job against the real local PostgreSQL and MongoDB-wire
 //! server (SecantusDB standing in for DocumentDB).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cxr_platform::jobs::{JobError, lock_key};
 use cxr_platform::storage::documentdb::{DocumentCollection, Warehouse};
 use cxr_platform::storage::postgres::Database;
-use cxr_platform::testing::{LocalStack, seed};
+use cxr_platform::testing::{LocalStack, kill_at_checkpoint, seed};
 use cxr_warehouse::document::StudyDocument;
 use cxr_warehouse::load::{LoadError, LoadOptions, run_load};
 use mongodb::bson::doc;
@@ -186,28 +186,15 @@ fn warehouse_command(database_url: &str, warehouse: &Warehouse) -> tokio::proces
     command
 }
 
-async fn chunks_done(db: &Database) -> u64 {
-    count(db, "SELECT COALESCE(max((checkpoint->>'chunks')::bigint), 0) FROM job_runs").await
-}
-
 #[tokio::test]
 async fn sigkill_halfway_then_rerun_equals_an_uninterrupted_run() {
     let stack = LocalStack::get();
-    let url = stack.fresh_database_url().await;
-    let db = Database::connect(&stack.postgres_settings(&url)).await.expect("connect");
-    db.migrate().await.expect("migrate");
+    let (url, db) = stack.fresh_migrated_database().await;
     seed(&db, 80, 2).await.expect("seed");
     let warehouse = stack.fresh_warehouse().await;
 
     let mut child = warehouse_command(&url, &warehouse).spawn().expect("spawn");
-    let started = Instant::now();
-    while chunks_done(&db).await < 25 {
-        assert!(started.elapsed() < Duration::from_secs(60), "the load made no progress");
-        assert!(child.try_wait().expect("poll").is_none(), "finished before it could be killed");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    child.kill().await.expect("SIGKILL");
-    let killed_at = chunks_done(&db).await;
+    let killed_at = kill_at_checkpoint(&db, &mut child, "chunks", 25).await;
     assert!(killed_at < 80, "killed halfway (at chunk {killed_at})");
 
     let status = warehouse_command(&url, &warehouse).status().await.expect("rerun");
@@ -229,9 +216,7 @@ async fn sigkill_halfway_then_rerun_equals_an_uninterrupted_run() {
 #[tokio::test]
 async fn runs_from_the_sample_scheduled_event() {
     let stack = LocalStack::get();
-    let url = stack.fresh_database_url().await;
-    let db = Database::connect(&stack.postgres_settings(&url)).await.expect("connect");
-    db.migrate().await.expect("migrate");
+    let (url, db) = stack.fresh_migrated_database().await;
     seed(&db, 3, 1).await.expect("seed");
     let warehouse = stack.fresh_warehouse().await;
     let event = concat!(env!("CARGO_MANIFEST_DIR"), "/../../events/warehouse-scheduled-dry-run.json");
