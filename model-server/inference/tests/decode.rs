@@ -3,10 +3,9 @@
 use std::io::Cursor;
 
 use cxr_inference::decode::{DecodeError, Format, Limits, decode};
-use dicom_core::{DataElement, PrimitiveValue, VR, dicom_value};
-use dicom_dictionary_std::tags;
+use cxr_inference::fixtures::{DicomSpec, dicom};
+use dicom_core::{PrimitiveValue, dicom_value};
 use dicom_object::InMemDicomObject;
-use dicom_object::meta::FileMetaTableBuilder;
 use image::{DynamicImage, ImageBuffer, ImageFormat, Luma, Rgb};
 
 fn encode(image: DynamicImage, format: ImageFormat) -> Vec<u8> {
@@ -41,50 +40,23 @@ fn jpeg_decodes() {
     assert!(decoded.pixels.samples.iter().all(|v| (v - 128.0).abs() <= 2.0));
 }
 
-/// A native (uncompressed) DICOM file of 2x2 16-bit pixels.
-fn dicom(photometric: &str, rescale: Option<(f64, f64)>, window: Option<(f64, f64)>, rows: u16, columns: u16) -> Vec<u8> {
-    let mut object = InMemDicomObject::from_element_iter([
-        DataElement::new(tags::SOP_CLASS_UID, VR::UI, PrimitiveValue::from("1.2.840.10008.5.1.4.1.1.1.1")),
-        DataElement::new(tags::SOP_INSTANCE_UID, VR::UI, PrimitiveValue::from("1.2.3.4")),
-        DataElement::new(tags::MODALITY, VR::CS, PrimitiveValue::from("DX")),
-        DataElement::new(tags::SAMPLES_PER_PIXEL, VR::US, PrimitiveValue::from(1u16)),
-        DataElement::new(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, PrimitiveValue::from(photometric)),
-        DataElement::new(tags::ROWS, VR::US, PrimitiveValue::from(rows)),
-        DataElement::new(tags::COLUMNS, VR::US, PrimitiveValue::from(columns)),
-        DataElement::new(tags::BITS_ALLOCATED, VR::US, PrimitiveValue::from(16u16)),
-        DataElement::new(tags::BITS_STORED, VR::US, PrimitiveValue::from(12u16)),
-        DataElement::new(tags::HIGH_BIT, VR::US, PrimitiveValue::from(11u16)),
-        DataElement::new(tags::PIXEL_REPRESENTATION, VR::US, PrimitiveValue::from(0u16)),
-        DataElement::new(tags::PIXEL_DATA, VR::OW, dicom_value!(U16, [0, 1000, 2000, 4000])),
-    ]);
-    if let Some((slope, intercept)) = rescale {
-        object.put(DataElement::new(tags::RESCALE_SLOPE, VR::DS, PrimitiveValue::from(slope.to_string())));
-        object.put(DataElement::new(tags::RESCALE_INTERCEPT, VR::DS, PrimitiveValue::from(intercept.to_string())));
-    }
-    if let Some((center, width)) = window {
-        object.put(DataElement::new(tags::WINDOW_CENTER, VR::DS, PrimitiveValue::from(center.to_string())));
-        object.put(DataElement::new(tags::WINDOW_WIDTH, VR::DS, PrimitiveValue::from(width.to_string())));
-    }
-    let meta = FileMetaTableBuilder::new()
-        .media_storage_sop_class_uid("1.2.840.10008.5.1.4.1.1.1.1")
-        .media_storage_sop_instance_uid("1.2.3.4")
-        .transfer_syntax("1.2.840.10008.1.2.1");
-    let mut out = Vec::new();
-    object.with_meta(meta).expect("meta").write_all(&mut out).expect("write");
-    out
+/// The 2x2 16-bit file these tests read: pixels 0, 1000, 2000, 4000.
+fn dicom_2x2(photometric: &'static str, rescale: Option<(f64, f64)>, window: Option<(f64, f64)>, rows: u16, columns: u16) -> Vec<u8> {
+    let pixel_data = Some(dicom_value!(U16, [0, 1000, 2000, 4000]).into());
+    dicom(DicomSpec { photometric, rescale, window, rows, columns, pixel_data, ..DicomSpec::default() })
 }
 
 #[test]
 fn dicom_applies_rescale_window_and_monochrome1() {
     // No window: min-max over the rescaled values.
-    let plain = decode(&dicom("MONOCHROME2", None, None, 2, 2), &Limits::default()).expect("DICOM");
+    let plain = decode(&dicom_2x2("MONOCHROME2", None, None, 2, 2), &Limits::default()).expect("DICOM");
     assert_eq!((plain.format, plain.bit_depth, plain.pixels.max_value), (Format::Dicom, 12, 1.0));
     assert_eq!(plain.pixels.samples, [0.0, 0.25, 0.5, 1.0]);
     // MONOCHROME1: bright is low; inverted to MONOCHROME2's sense.
-    let inverted = decode(&dicom("MONOCHROME1", None, None, 2, 2), &Limits::default()).expect("MONOCHROME1");
+    let inverted = decode(&dicom_2x2("MONOCHROME1", None, None, 2, 2), &Limits::default()).expect("MONOCHROME1");
     assert_eq!(inverted.pixels.samples, [1.0, 0.75, 0.5, 0.0]);
     // Rescale to -1000..3000, window centre 0 width 2001: [-1000, 1000] -> [0, 1].
-    let windowed = decode(&dicom("MONOCHROME2", Some((1.0, -1000.0)), Some((0.0, 2001.0)), 2, 2), &Limits::default()).expect("window");
+    let windowed = decode(&dicom_2x2("MONOCHROME2", Some((1.0, -1000.0)), Some((0.0, 2001.0)), 2, 2), &Limits::default()).expect("window");
     let s = &windowed.pixels.samples;
     assert!(s[0].abs() < 1e-3 && (s[1] - 0.5).abs() < 1e-3 && s[2] == 1.0 && s[3] == 1.0, "{s:?}");
 }
@@ -93,7 +65,7 @@ fn dicom_applies_rescale_window_and_monochrome1() {
 fn oversized_corrupt_and_unknown_inputs_are_refused_before_decoding() {
     let limits = Limits { max_bytes: 1 << 20, max_side: 1000, max_pixels: 500_000 };
     // A DICOM header claiming 60000 x 60000 pixels (with 4 pixels of data).
-    assert!(matches!(decode(&dicom("MONOCHROME2", None, None, 60000, 60000), &limits), Err(DecodeError::TooLarge { .. })));
+    assert!(matches!(decode(&dicom_2x2("MONOCHROME2", None, None, 60000, 60000), &limits), Err(DecodeError::TooLarge { .. })));
     // A PNG whose header claims 100000 x 100000 (a decompression bomb's shape).
     let mut png = encode(DynamicImage::ImageLuma8(ImageBuffer::from_fn(8, 8, |_, _| Luma([0u8]))), ImageFormat::Png);
     png[16..20].copy_from_slice(&100_000u32.to_be_bytes());
@@ -105,7 +77,7 @@ fn oversized_corrupt_and_unknown_inputs_are_refused_before_decoding() {
     assert!(matches!(decode(b"GIF89a....", &limits), Err(DecodeError::UnknownFormat)));
     assert!(matches!(decode(b"", &limits), Err(DecodeError::Empty)));
     assert!(matches!(decode(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDRtruncated", &limits), Err(DecodeError::Corrupt { format: Format::Png, .. })));
-    let mut truncated = dicom("MONOCHROME2", None, None, 2, 2);
+    let mut truncated = dicom_2x2("MONOCHROME2", None, None, 2, 2);
     truncated.truncate(200);
     assert!(matches!(decode(&truncated, &limits), Err(DecodeError::Corrupt { format: Format::Dicom, .. })));
 }
@@ -122,29 +94,9 @@ fn crc32(bytes: &[u8]) -> u32 {
     !crc
 }
 
-/// An 8-bit MONOCHROME2 object (columns x rows gradient) with the given
-/// transfer syntax and pixel data value.
-fn dicom_8bit(ts: &str, columns: u16, rows: u16, pixel_data: dicom_core::value::Value<InMemDicomObject, Vec<u8>>) -> Vec<u8> {
-    let mut object = InMemDicomObject::from_element_iter([
-        DataElement::new(tags::SOP_CLASS_UID, VR::UI, PrimitiveValue::from("1.2.840.10008.5.1.4.1.1.7")),
-        DataElement::new(tags::SOP_INSTANCE_UID, VR::UI, PrimitiveValue::from("1.2.3.5")),
-        DataElement::new(tags::SAMPLES_PER_PIXEL, VR::US, PrimitiveValue::from(1u16)),
-        DataElement::new(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, PrimitiveValue::from("MONOCHROME2")),
-        DataElement::new(tags::ROWS, VR::US, PrimitiveValue::from(rows)),
-        DataElement::new(tags::COLUMNS, VR::US, PrimitiveValue::from(columns)),
-        DataElement::new(tags::BITS_ALLOCATED, VR::US, PrimitiveValue::from(8u16)),
-        DataElement::new(tags::BITS_STORED, VR::US, PrimitiveValue::from(8u16)),
-        DataElement::new(tags::HIGH_BIT, VR::US, PrimitiveValue::from(7u16)),
-        DataElement::new(tags::PIXEL_REPRESENTATION, VR::US, PrimitiveValue::from(0u16)),
-    ]);
-    object.put(DataElement::new(tags::PIXEL_DATA, VR::OB, pixel_data));
-    let meta = FileMetaTableBuilder::new()
-        .media_storage_sop_class_uid("1.2.840.10008.5.1.4.1.1.7")
-        .media_storage_sop_instance_uid("1.2.3.5")
-        .transfer_syntax(ts);
-    let mut out = Vec::new();
-    object.with_meta(meta).expect("meta").write_all(&mut out).expect("write");
-    out
+/// An 8-bit MONOCHROME2 file with this transfer syntax and pixel data.
+fn dicom_8bit(transfer_syntax: &'static str, columns: u16, rows: u16, pixel_data: dicom_core::value::Value<InMemDicomObject, Vec<u8>>) -> Vec<u8> {
+    dicom(DicomSpec { transfer_syntax, columns, rows, bits_allocated: 8, bits_stored: 8, pixel_data: Some(pixel_data), ..DicomSpec::default() })
 }
 
 #[test]
