@@ -20,6 +20,13 @@ use crate::problem::ApiError;
 use crate::routes::studies::current_snapshot;
 use crate::views::{StudyView, study_view};
 
+/// The request body of `POST /v1/predict`, for the OpenAPI document: the
+/// raw bytes of an image file.
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = String, format = Binary)]
+#[allow(dead_code)]
+pub struct ImageFile(Vec<u8>);
+
 /// Predict findings for the image in the body (PNG, JPEG or DICOM).
 ///
 /// The format is taken from the file's first bytes, not from Content-Type.
@@ -29,7 +36,7 @@ use crate::views::{StudyView, study_view};
 /// inference then finishes on its own: poll `GET /v1/studies/{id}`.
 #[utoipa::path(post, path = "/v1/predict", tag = "predict",
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries of this request safe")),
-    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The image file: PNG, JPEG or DICOM, up to 6 MB"),
+    request_body(content = ImageFile, content_type = "application/octet-stream", description = "The image file: PNG, JPEG or DICOM, up to 6 MB"),
     responses(
         (status = 201, description = "Findings; the study is recorded at Location", body = StudyView),
         (status = 400, description = "Empty body", content_type = "application/problem+json"),
