@@ -242,8 +242,6 @@ healthy_api() { curl -sf -m 2 -o /dev/null "http://127.0.0.1:$API_PORT/v1/health
 healthy_relay() { pid_alive "$STACK_DIR/run/relay.pid"; }
 
 start_platform() {
-  log "building the model server, the API and the inference handler (first build: several minutes)"
-  (cd "$ROOT" && cargo build --quiet -p cxr-model-server -p cxr-api -p cxr-infer)
   local bin=$ROOT/target/debug
   if [ ! -f "$STACK_DIR/model/model.json" ]; then
     log "writing a model with generated (untrained) DenseNet-121 weights to $STACK_DIR/model"
@@ -340,8 +338,11 @@ cmd_up() {
   start_stack
   # shellcheck disable=SC1091
   source "$STACK_DIR/env"
-  log "building cxr-admin and provisioning (migrations, bucket, table)"
-  (cd "$ROOT" && cargo build --quiet -p cxr-admin)
+  # One cargo invocation for every binary `up` runs: more parallelism than
+  # building the admin tool and the platform's processes one after another.
+  log "building cxr-admin, the model server, the API and the inference handler (first build: several minutes)"
+  (cd "$ROOT" && cargo build --quiet -p cxr-admin -p cxr-model-server -p cxr-api -p cxr-infer)
+  log "provisioning (migrations, bucket, table)"
   "$ROOT/target/debug/cxr-admin" provision
   "$ROOT/target/debug/cxr-admin" check
   start_platform
