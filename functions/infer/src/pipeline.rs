@@ -25,6 +25,11 @@ use cxr_platform::storage::s3::{ObjectKey, ObjectStore, S3Error};
 
 use crate::endpoint::{EndpointError, ModelAnswer, ModelEndpoint};
 
+/// The `event` field of every log line that says DynamoDB could not be
+/// read or written (results stay correct through PostgreSQL); the SAM
+/// template counts these lines into a metric with an alarm.
+pub const DYNAMODB_DEGRADED: &str = "dynamodb_degraded";
+
 #[derive(Debug, thiserror::Error)]
 pub enum InferError {
     #[error("{0}; the study stays uploaded and will be retried")]
@@ -139,12 +144,12 @@ impl Inference {
         match self.results.cached(sha256, model).await {
             Ok(Some(hit)) => return Ok(Some(hit)),
             Ok(None) => {}
-            Err(err) => tracing::warn!(error = %err, "result cache unreadable; asking PostgreSQL"),
+            Err(err) => tracing::warn!(event = DYNAMODB_DEGRADED, error = %err, "result cache unreadable; asking PostgreSQL"),
         }
         let Some(run) = self.db.inference_for_content(sha256, &model.name, &model.version).await? else { return Ok(None) };
         let entry = CachedResult::of(sha256, &run);
         if let Err(err) = self.results.put_cached(&entry).await {
-            tracing::warn!(error = %err, "result cache not repaired");
+            tracing::warn!(event = DYNAMODB_DEGRADED, error = %err, "result cache not repaired");
         }
         Ok(Some(entry))
     }
@@ -176,7 +181,7 @@ impl Inference {
             Ok(())
         };
         if let Err(err) = copies.await {
-            tracing::warn!(study = %study.id, error = %err, "DynamoDB copies not written; reads fall back to PostgreSQL");
+            tracing::warn!(event = DYNAMODB_DEGRADED, study = %study.id, error = %err, "DynamoDB copies not written; reads fall back to PostgreSQL");
         }
     }
 }

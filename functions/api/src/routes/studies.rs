@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 
+use cxr_infer::pipeline::DYNAMODB_DEGRADED;
+
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::problem::ApiError;
@@ -135,14 +137,14 @@ pub async fn get(State(state): State<AppState>, Caller(owner): Caller, Path(id):
         Ok(Some(snapshot)) if snapshot.owner == owner => return Ok(Json(study_view(&state, snapshot).await?)),
         Ok(Some(_)) => return Err(ApiError::NotFound),
         Ok(None) => {}
-        Err(err) => tracing::warn!(error = %err, "hot copy unreadable; reading PostgreSQL"),
+        Err(err) => tracing::warn!(event = DYNAMODB_DEGRADED, error = %err, "hot copy unreadable; reading PostgreSQL"),
     }
     let study = state.db.find_study(&owner, id).await?.ok_or(ApiError::NotFound)?;
     let snapshot = current_snapshot(&state, &study).await?;
     if snapshot.is_finished()
         && let Err(err) = state.results.put_snapshot(&snapshot).await
     {
-        tracing::warn!(error = %err, study = %id, "hot copy not repaired");
+        tracing::warn!(event = DYNAMODB_DEGRADED, error = %err, study = %id, "hot copy not repaired");
     }
     Ok(Json(study_view(&state, snapshot).await?))
 }
