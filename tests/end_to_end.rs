@@ -111,8 +111,10 @@ async fn a_study_goes_from_upload_to_findings_and_annotations() {
     }
     let heatmap = reqwest::get(study["heatmap_url"].as_str().expect("heatmap url")).await.expect("heatmap").bytes().await.expect("bytes");
     assert!(heatmap.starts_with(b"\x89PNG"));
-    let preview = reqwest::get(study["image_url"].as_str().expect("image url")).await.expect("image").bytes().await.expect("bytes");
-    assert_eq!(preview.as_ref(), image.as_slice());
+    let original = reqwest::get(study["image_url"].as_str().expect("image url")).await.expect("image").bytes().await.expect("bytes");
+    assert_eq!(original.as_ref(), image.as_slice());
+    let preview = reqwest::get(study["preview_url"].as_str().expect("preview url")).await.expect("preview").bytes().await.expect("bytes");
+    assert!(preview.starts_with(b"\x89PNG"), "a PNG the browser can show");
 
     // 4. A radiologist annotates.
     let annotations = format!("{api}/studies/{id}/annotations");

@@ -32,8 +32,13 @@ pub struct StudyView {
     /// The latest run's findings: one per label (`source` `model`), and
     /// boxes derived from the Grad-CAM of the top label (`source` `cam`).
     pub findings: Vec<FindingRecord>,
-    /// A short-lived GET URL for the uploaded image.
+    /// A short-lived GET URL for the uploaded file, as uploaded (DICOM
+    /// stays DICOM).
     pub image_url: Option<String>,
+    /// A short-lived GET URL for a PNG of the image a browser can show
+    /// (DICOM rendered with its window; long side at most 1024 px), once
+    /// inferred.
+    pub preview_url: Option<String>,
     /// A short-lived GET URL for the Grad-CAM heatmap of the top label: an
     /// RGBA PNG to stretch over the whole image.
     pub heatmap_url: Option<String>,
@@ -56,6 +61,10 @@ pub async fn study_view(state: &AppState, snapshot: StudySnapshot) -> Result<Stu
         Some(key) => Some(presign(key).await?),
         None => None,
     };
+    let preview_url = match &snapshot.preview_key {
+        Some(key) => Some(presign(key).await?),
+        None => None,
+    };
     Ok(StudyView {
         id: snapshot.id,
         status: snapshot.status,
@@ -68,6 +77,7 @@ pub async fn study_view(state: &AppState, snapshot: StudySnapshot) -> Result<Stu
         model: snapshot.model,
         findings: snapshot.findings,
         image_url,
+        preview_url,
         heatmap_url,
     })
 }

@@ -91,6 +91,7 @@ pub const STUDIES: Table = Table {
         col("failure", Text),
         col("created_at", Timestamp),
         col("updated_at", Timestamp),
+        col("preview_key", Text),
     ],
     key: &["id"],
 };

@@ -32,6 +32,8 @@ pub struct ModelAnswer {
     #[serde(default)]
     pub heatmap: Option<AnswerHeatmap>,
     #[serde(default)]
+    pub preview: Option<AnswerPreview>,
+    #[serde(default)]
     pub timings_ms: std::collections::BTreeMap<String, f64>,
 }
 
@@ -69,6 +71,18 @@ impl AnswerHeatmap {
     }
 }
 
+/// The browser-viewable rendering of the image (DICOM windowed).
+#[derive(Debug, Deserialize)]
+pub struct AnswerPreview {
+    pub png_base64: String,
+}
+
+impl AnswerPreview {
+    pub fn png(&self) -> Result<Vec<u8>, base64::DecodeError> {
+        base64::engine::general_purpose::STANDARD.decode(&self.png_base64)
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct ModelEndpoint {
     client: aws_sdk_sagemakerruntime::Client,
@@ -82,7 +96,8 @@ impl ModelEndpoint {
     }
 
     /// Sends one image (stored at `s3://{bucket}/{key}`); asks for the
-    /// Grad-CAM heatmap and boxes of the most probable label. Images over
+    /// Grad-CAM heatmap and boxes of the most probable label, and for a
+    /// preview PNG of the image. Images over
     /// the inline limit are sent by reference: `{"s3_uri": ...}` as JSON,
     /// which the model server reads from S3 itself.
     pub async fn invoke(&self, image: &Bytes, media_type: MediaType, bucket: &str, key: &str) -> Result<ModelAnswer, EndpointError> {
@@ -97,7 +112,7 @@ impl ModelEndpoint {
             .endpoint_name(&self.name)
             .content_type(content_type)
             .accept("application/json")
-            .custom_attributes("explain=top")
+            .custom_attributes("explain=top;preview=1")
             .body(Blob::new(body))
             .send()
             .await;

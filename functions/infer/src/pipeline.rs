@@ -59,6 +59,11 @@ pub struct Inference {
     model: RwLock<Option<ModelRef>>,
 }
 
+/// Where an image's preview is stored: by content, like the heatmap.
+pub fn preview_key(sha256: &Sha256Digest) -> String {
+    format!("previews/{}.png", sha256.to_hex())
+}
+
 /// Where a heatmap is stored: by content and model, so one image's heatmap
 /// is made and stored once however many studies carry that image.
 pub fn heatmap_key(sha256: &Sha256Digest, model: &ModelRef) -> String {
@@ -97,7 +102,13 @@ impl Inference {
                 .iter()
                 .filter_map(|f| NewFinding::new(f.label.clone(), f.probability, f.bbox, f.source).ok())
                 .collect::<Vec<_>>();
-            let run = NewInferenceRun { model_name: model.name, model_version: model.version, heatmap_key: hit.heatmap_key, ..Default::default() };
+            let run = NewInferenceRun {
+                model_name: model.name,
+                model_version: model.version,
+                heatmap_key: hit.heatmap_key,
+                preview_key: hit.preview_key,
+                ..Default::default()
+            };
             self.db.record_inference(study.row_id, &run, &findings).await?;
             tracing::info!(study = %study.id, "result cache hit: no model call");
             self.publish(study, Some(&facts.sha256)).await;
@@ -114,14 +125,21 @@ impl Inference {
         };
         let model = ModelRef { name: answer.model.name.clone(), version: answer.model.version.clone() };
         self.learn_model(&model);
-        let heatmap_key = match self.store_heatmap(&answer, &facts.sha256, &model, images).await {
-            Ok(key) => key,
+        let (heatmap_key, preview_key) = match self.store_pictures(&answer, &facts.sha256, &model, images).await {
+            Ok(keys) => keys,
             Err(err) => {
                 self.db.set_study_status(study.row_id, StudyStatus::Uploaded, None).await?;
                 return Err(err);
             }
         };
-        let run = NewInferenceRun { model_name: model.name, model_version: model.version, heatmap_key, thresholds: Default::default(), timings_ms: answer.timings_ms.clone() };
+        let run = NewInferenceRun {
+            model_name: model.name,
+            model_version: model.version,
+            heatmap_key,
+            preview_key,
+            thresholds: Default::default(),
+            timings_ms: answer.timings_ms.clone(),
+        };
         let findings = findings_of(&answer, facts);
         // The run, its findings and status `done`: one transaction.
         self.db.record_inference(study.row_id, &run, &findings).await?;
@@ -146,24 +164,37 @@ impl Inference {
             Ok(None) => {}
             Err(err) => tracing::warn!(event = DYNAMODB_DEGRADED, error = %err, "result cache unreadable; asking PostgreSQL"),
         }
-        let Some(run) = self.db.inference_for_content(sha256, &model.name, &model.version).await? else { return Ok(None) };
-        let entry = CachedResult::of(sha256, &run);
+        let Some((run, preview_key)) = self.db.inference_for_content(sha256, &model.name, &model.version).await? else { return Ok(None) };
+        let entry = CachedResult::of(sha256, &run, preview_key);
         if let Err(err) = self.results.put_cached(&entry).await {
             tracing::warn!(event = DYNAMODB_DEGRADED, error = %err, "result cache not repaired");
         }
         Ok(Some(entry))
     }
 
-    async fn store_heatmap(&self, answer: &ModelAnswer, sha256: &Sha256Digest, model: &ModelRef, images: &ObjectStore) -> Result<Option<String>, InferError> {
-        let Some(heatmap) = &answer.heatmap else { return Ok(None) };
-        let Ok(png) = heatmap.png() else {
-            tracing::warn!("the endpoint's heatmap is not base64; stored without one");
-            return Ok(None);
-        };
-        let key = heatmap_key(sha256, model);
-        let object_key = ObjectKey::new(key.clone()).map_err(|e| InferError::Storage(e.into()))?;
-        images.put(&object_key, png, "image/png").await.map_err(InferError::Storage)?;
-        Ok(Some(key))
+    /// Stores the heatmap and the preview the endpoint drew; their keys.
+    async fn store_pictures(
+        &self,
+        answer: &ModelAnswer,
+        sha256: &Sha256Digest,
+        model: &ModelRef,
+        images: &ObjectStore,
+    ) -> Result<(Option<String>, Option<String>), InferError> {
+        let heatmap = answer.heatmap.as_ref().map(|h| (h.png(), heatmap_key(sha256, model)));
+        let preview = answer.preview.as_ref().map(|p| (p.png(), preview_key(sha256)));
+        let mut keys = [None, None];
+        for (slot, picture) in keys.iter_mut().zip([heatmap, preview]) {
+            let Some((png, key)) = picture else { continue };
+            let Ok(png) = png else {
+                tracing::warn!(key, "the endpoint's PNG is not base64; stored without it");
+                continue;
+            };
+            let object_key = ObjectKey::new(key.clone()).map_err(|e| InferError::Storage(e.into()))?;
+            images.put(&object_key, png, "image/png").await.map_err(InferError::Storage)?;
+            *slot = Some(key);
+        }
+        let [heatmap, preview] = keys;
+        Ok((heatmap, preview))
     }
 
     /// Writes the DynamoDB copies of what PostgreSQL now holds. Best effort:
@@ -176,7 +207,7 @@ impl Inference {
                 self.results.put_snapshot(&snapshot).await?;
             }
             if let (Some(run), Some(sha256)) = (&run, sha256) {
-                self.results.put_cached(&CachedResult::of(sha256, run)).await?;
+                self.results.put_cached(&CachedResult::of(sha256, run, study.preview_key.clone())).await?;
             }
             Ok(())
         };

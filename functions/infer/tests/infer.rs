@@ -79,6 +79,12 @@ async fn an_upload_event_runs_the_model_and_stores_findings_once() {
     let png_bytes = store.get(&ObjectKey::new(heatmap).expect("key"), 1 << 20).await.expect("heatmap object").bytes;
     assert!(png_bytes.starts_with(b"\x89PNG"), "a PNG");
 
+    // So is the preview, by content.
+    let preview = stored.preview_key.as_deref().expect("a preview key");
+    assert_eq!(preview, format!("previews/{}.png", stored.sha256.expect("sha").to_hex()));
+    let preview_png = store.get(&ObjectKey::new(preview).expect("key"), 1 << 22).await.expect("preview object").bytes;
+    assert!(preview_png.starts_with(b"\x89PNG"), "a PNG");
+
     // DynamoDB holds the hot copy and the cache entry.
     let results = ResultStore::new(table.clone());
     let snapshot = results.snapshot(study.id).await.expect("read").expect("hot copy");

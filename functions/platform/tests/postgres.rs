@@ -111,6 +111,7 @@ async fn an_inference_is_stored_whole_or_not_at_all() {
         thresholds: BTreeMap::from([("Cardiomegaly".into(), 0.5)]),
         timings_ms: BTreeMap::from([("infer".into(), 12.5)]),
         heatmap_key: Some("heatmaps/example.png".into()),
+        preview_key: Some("previews/example.png".into()),
     };
     let findings = vec![
         NewFinding::new("Cardiomegaly", 0.91, None, FindingSource::Model).expect("finding"),
@@ -137,6 +138,9 @@ async fn an_inference_is_stored_whole_or_not_at_all() {
     assert_eq!(latest.id, run_id);
     assert_eq!(latest.thresholds, run.thresholds);
     assert_eq!(latest.timings_ms, run.timings_ms);
+    assert_eq!(latest.heatmap_key, run.heatmap_key);
+    let stored = db.find_study(&study.owner, study.id).await.expect("find").expect("study");
+    assert_eq!(stored.preview_key, run.preview_key, "the preview is kept on the study");
     assert_eq!(latest.findings.len(), 3);
     assert_eq!(latest.findings[2].label, "Effusion");
     let cam = latest.findings.iter().find(|f| f.source == FindingSource::Cam).expect("cam finding");

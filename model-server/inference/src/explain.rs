@@ -166,9 +166,38 @@ pub fn overlay_png(map: &Heatmap) -> Result<Vec<u8>, image::ImageError> {
     Ok(out)
 }
 
+/// A browser-viewable 8-bit PNG of the decoded image (DICOM after its
+/// rescale, window and MONOCHROME1 inversion), shrunk so its long side is at
+/// most `max_side`: the clinician's preview. Returns the PNG and its size.
+pub fn preview_png(pixels: &crate::preprocess::Pixels, max_side: u32) -> Result<(Vec<u8>, u32, u32), image::ImageError> {
+    let scale = 255.0 / pixels.max_value.max(f32::MIN_POSITIVE);
+    let bytes: Vec<u8> = pixels.samples.iter().map(|&v| (v * scale).round().clamp(0.0, 255.0) as u8).collect();
+    let (w, h) = (pixels.width as u32, pixels.height as u32);
+    let image = match pixels.channels {
+        3 => image::RgbImage::from_raw(w, h, bytes).map(image::DynamicImage::ImageRgb8),
+        _ => image::GrayImage::from_raw(w, h, bytes).map(image::DynamicImage::ImageLuma8),
+    }
+    .ok_or_else(|| image::ImageError::Parameter(image::error::ParameterError::from_kind(image::error::ParameterErrorKind::DimensionMismatch)))?;
+    let image = if w.max(h) > max_side { image.resize(max_side, max_side, image::imageops::FilterType::Triangle) } else { image };
+    let mut out = Vec::new();
+    image.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)?;
+    Ok((out, image.width(), image.height()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn previews_are_8_bit_pngs_no_larger_than_asked() {
+        let pixels = crate::preprocess::Pixels { width: 300, height: 150, channels: 1, samples: vec![0.5; 300 * 150], max_value: 1.0 };
+        let (png, w, h) = preview_png(&pixels, 100).expect("preview");
+        assert_eq!((w, h), (100, 50));
+        let back = image::load_from_memory(&png).expect("a PNG").to_luma8();
+        assert_eq!((back.width(), back.height(), back.get_pixel(10, 10).0[0]), (100, 50, 128));
+        let (_, w, h) = preview_png(&pixels, 1024).expect("small stays");
+        assert_eq!((w, h), (300, 150));
+    }
 
     #[test]
     fn cam_weighs_channels_and_keeps_positive_evidence() {

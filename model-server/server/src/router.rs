@@ -71,6 +71,9 @@ pub struct InvocationResponse {
     pub boxes: Vec<Box>,
     /// Grad-CAM overlay for the explained label (null unless asked).
     pub heatmap: Option<HeatmapInfo>,
+    /// An 8-bit PNG of the image for display (null unless asked with
+    /// `preview=1`): DICOM rendered with its window, long side <= 1024.
+    pub preview: Option<PreviewInfo>,
     /// Images in the device batch this one ran in.
     pub batch_size: usize,
     pub timings_ms: Timings,
@@ -122,6 +125,16 @@ pub struct HeatmapInfo {
 }
 
 #[derive(Debug, Serialize)]
+pub struct PreviewInfo {
+    pub width: u32,
+    pub height: u32,
+    pub png_base64: String,
+}
+
+/// Long side of previews, in pixels.
+const PREVIEW_MAX_SIDE: u32 = 1024;
+
+#[derive(Debug, Serialize)]
 pub struct Timings {
     pub decode: f64,
     pub queue: f64,
@@ -129,15 +142,21 @@ pub struct Timings {
     pub total: f64,
 }
 
-/// `?explain=<label>` or `?explain=top`, or the same in SageMaker's
-/// `X-Amzn-SageMaker-Custom-Attributes` header (`explain=Cardiomegaly`),
+/// An option from the query string, or from SageMaker's
+/// `X-Amzn-SageMaker-Custom-Attributes` header (`explain=top;preview=1`),
 /// which is how a SageMaker endpoint passes options through.
-fn explain_request(state: &AppState, query: &HashMap<String, String>, headers: &HeaderMap) -> Result<Option<ExplainRequest>, ApiError> {
+fn option(query: &HashMap<String, String>, headers: &HeaderMap, name: &str) -> Option<String> {
+    let prefix = format!("{name}=");
     let from_header = headers
         .get("x-amzn-sagemaker-custom-attributes")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split([',', ';']).find_map(|kv| kv.trim().strip_prefix("explain=").map(str::to_owned)));
-    let Some(wanted) = query.get("explain").cloned().or(from_header) else { return Ok(None) };
+        .and_then(|v| v.split([',', ';']).find_map(|kv| kv.trim().strip_prefix(prefix.as_str()).map(str::to_owned)));
+    query.get(name).cloned().or(from_header)
+}
+
+/// `explain=<label>` or `explain=top` (query or custom attributes).
+fn explain_request(state: &AppState, query: &HashMap<String, String>, headers: &HeaderMap) -> Result<Option<ExplainRequest>, ApiError> {
+    let Some(wanted) = option(query, headers, "explain") else { return Ok(None) };
     if wanted.eq_ignore_ascii_case("top") {
         return Ok(Some(ExplainRequest::Top));
     }
@@ -158,9 +177,10 @@ async fn invocations(
     body: Bytes,
 ) -> Response {
     let content_type = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let preview = option(&query, &headers, "preview").is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
     let result = match explain_request(&state, &query, &headers) {
         Ok(explain) => match state.s3_images.resolve(content_type, body, state.limits.max_bytes).await {
-            Ok(image) => invoke(&state, image, explain).await,
+            Ok(image) => invoke(&state, image, explain, preview).await,
             Err(err) => Err(err),
         },
         Err(err) => Err(err),
@@ -178,7 +198,7 @@ async fn invocations(
     response
 }
 
-async fn invoke(state: &AppState, body: Bytes, explain: Option<ExplainRequest>) -> Result<InvocationResponse, ApiError> {
+async fn invoke(state: &AppState, body: Bytes, explain: Option<ExplainRequest>, preview: bool) -> Result<InvocationResponse, ApiError> {
     let started = Instant::now();
     if !state.ready.load(Ordering::Acquire) {
         return Err(ApiError::NotReady);
@@ -186,10 +206,17 @@ async fn invoke(state: &AppState, body: Bytes, explain: Option<ExplainRequest>) 
     let permit = state.queue.admit()?;
     // Decoding and preprocessing are CPU work: off the async threads.
     let (classifier, limits) = (state.classifier.clone(), state.limits);
-    let (decoded, input): (Decoded, ModelInput) = tokio::task::spawn_blocking(move || {
+    let (decoded, input, preview): (Decoded, ModelInput, Option<PreviewInfo>) = tokio::task::spawn_blocking(move || {
         let decoded = decode(&body, &limits)?;
         let input = classifier.preprocess(&decoded);
-        Ok::<_, ApiError>((decoded, input))
+        let preview = if preview {
+            let (png, width, height) =
+                cxr_inference::explain::preview_png(&decoded.pixels, PREVIEW_MAX_SIDE).map_err(|e| ApiError::Internal(e.to_string()))?;
+            Some(PreviewInfo { width, height, png_base64: base64::engine::general_purpose::STANDARD.encode(png) })
+        } else {
+            None
+        };
+        Ok::<_, ApiError>((decoded, input, preview))
     })
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))??;
@@ -231,6 +258,7 @@ async fn invoke(state: &AppState, body: Bytes, explain: Option<ExplainRequest>) 
             .collect(),
         boxes,
         heatmap,
+        preview,
         batch_size: prediction.batch_size,
         timings_ms: Timings {
             decode: ms(decoded_at - started),

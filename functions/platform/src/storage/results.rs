@@ -50,6 +50,8 @@ pub struct StudySnapshot {
     pub model: Option<ModelRef>,
     pub findings: Vec<FindingRecord>,
     pub heatmap_key: Option<String>,
+    #[serde(default)]
+    pub preview_key: Option<String>,
 }
 
 impl StudySnapshot {
@@ -81,6 +83,7 @@ impl StudySnapshot {
             model: run.map(|r| ModelRef { name: r.model_name.clone(), version: r.model_version.clone() }),
             findings: run.map(|r| r.findings.clone()).unwrap_or_default(),
             heatmap_key: run.and_then(|r| r.heatmap_key.clone()),
+            preview_key: study.preview_key.clone(),
         }
     }
 
@@ -97,15 +100,19 @@ pub struct CachedResult {
     pub model: ModelRef,
     pub findings: Vec<FindingRecord>,
     pub heatmap_key: Option<String>,
+    /// The image's preview (content-addressed, so any study with this
+    /// content can show it).
+    #[serde(default)]
+    pub preview_key: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
 }
 
 impl CachedResult {
-    pub fn of(sha256: &Sha256Digest, run: &InferenceRunRecord) -> Self {
+    pub fn of(sha256: &Sha256Digest, run: &InferenceRunRecord, preview_key: Option<String>) -> Self {
         let model = ModelRef { name: run.model_name.clone(), version: run.model_version.clone() };
         let (pk, sk) = cache_key(sha256, &model);
-        Self { pk, sk, model, findings: run.findings.clone(), heatmap_key: run.heatmap_key.clone(), created_at: run.created_at }
+        Self { pk, sk, model, findings: run.findings.clone(), heatmap_key: run.heatmap_key.clone(), preview_key, created_at: run.created_at }
     }
 }
 

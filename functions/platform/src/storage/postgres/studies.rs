@@ -31,6 +31,8 @@ pub struct StudyRecord {
     pub modality: Option<String>,
     pub dicom: Option<serde_json::Value>,
     pub failure: Option<String>,
+    /// S3 key of the browser-viewable preview PNG, once inferred.
+    pub preview_key: Option<String>,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
 }
@@ -125,6 +127,9 @@ pub struct NewInferenceRun {
     pub timings_ms: BTreeMap<String, f64>,
     /// S3 key of the run's Grad-CAM heatmap PNG, when one was made.
     pub heatmap_key: Option<String>,
+    /// S3 key of the study's preview PNG made alongside the run (stored on
+    /// the study; `None` keeps the one it has).
+    pub preview_key: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -173,7 +178,7 @@ pub struct AnnotationRecord {
 }
 
 const STUDY_COLUMNS: &str = "id, public_id, owner, status, s3_bucket, s3_key, media_type, byte_size, sha256, \
-     width, height, bit_depth, modality, dicom, failure, created_at, updated_at";
+     width, height, bit_depth, modality, dicom, failure, preview_key, created_at, updated_at";
 
 fn study_from_row(row: &sqlx::postgres::PgRow) -> Result<StudyRecord, DbError> {
     // Values were validated on the way in and by CHECK constraints; a value
@@ -201,6 +206,7 @@ fn study_from_row(row: &sqlx::postgres::PgRow) -> Result<StudyRecord, DbError> {
         modality: row.try_get("modality")?,
         dicom: row.try_get("dicom")?,
         failure: row.try_get("failure")?,
+        preview_key: row.try_get("preview_key")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
@@ -359,8 +365,9 @@ impl Database {
     ) -> Result<i64, DbError> {
         let mut tx = self.begin().await?;
         let run_id = insert_inference(&mut tx, study_row_id, run, findings).await?;
-        let updated = sqlx::query("UPDATE studies SET status = 'done', failure = NULL WHERE id = $1")
+        let updated = sqlx::query("UPDATE studies SET status = 'done', failure = NULL, preview_key = COALESCE($2, preview_key) WHERE id = $1")
             .bind(study_row_id)
+            .bind(&run.preview_key)
             .execute(&mut *tx)
             .await?;
         if updated.rows_affected() == 0 {
@@ -385,7 +392,8 @@ impl Database {
         }
     }
 
-    /// The most recent run of this model on any image with this content:
+    /// The most recent run of this model on any image with this content, and
+    /// that study's preview key:
     /// the system-of-record side of the result cache (an image is never
     /// inferred twice by the same model, even when the DynamoDB copy of a
     /// result was lost).
@@ -394,9 +402,9 @@ impl Database {
         sha256: &Sha256Digest,
         model_name: &str,
         model_version: &str,
-    ) -> Result<Option<InferenceRunRecord>, DbError> {
+    ) -> Result<Option<(InferenceRunRecord, Option<String>)>, DbError> {
         let run = sqlx::query(
-            "SELECT r.id, r.model_name, r.model_version, r.thresholds, r.timings_ms, r.heatmap_key, r.created_at
+            "SELECT r.id, r.model_name, r.model_version, r.thresholds, r.timings_ms, r.heatmap_key, r.created_at, s.preview_key
                FROM studies s JOIN inference_runs r ON r.study_id = s.id
               WHERE s.sha256 = $1 AND r.model_name = $2 AND r.model_version = $3
               ORDER BY r.created_at DESC, r.id DESC LIMIT 1",
@@ -407,7 +415,10 @@ impl Database {
         .fetch_optional(self.pool())
         .await?;
         match run {
-            Some(run) => self.run_with_findings(&run).await.map(Some),
+            Some(run) => {
+                let preview_key: Option<String> = run.try_get("preview_key")?;
+                Ok(Some((self.run_with_findings(&run).await?, preview_key)))
+            }
             None => Ok(None),
         }
     }
