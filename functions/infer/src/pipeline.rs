@@ -3,7 +3,8 @@
 //! then one PostgreSQL transaction, then the DynamoDB copies.
 //!
 //! Order of writes, and why nothing is lost:
-//! 1. the heatmap PNG to S3 (content-addressed, so rewriting it is harmless);
+//! 1. the heatmap and preview PNGs to S3 (content-addressed, so rewriting
+//!    them is harmless);
 //! 2. the run, its findings and status `done` in one PostgreSQL transaction
 //!    (the system of record: the result exists once this commits);
 //! 3. the study's hot copy and the cache entry in DynamoDB, best effort.
@@ -43,10 +44,12 @@ pub enum InferError {
 }
 
 /// How an inference ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Outcome {
-    /// Findings stored; `cached` when no model call was needed.
-    Done { cached: bool },
+    /// Findings stored; `cached` when no model call was needed. `snapshot`
+    /// is the study as stored (read back for the DynamoDB copy; `None` if
+    /// that read failed).
+    Done { cached: bool, snapshot: Option<Box<StudySnapshot>> },
     /// The study was marked failed, with this reason.
     Failed(String),
 }
@@ -111,8 +114,8 @@ impl Inference {
             };
             self.db.record_inference(study.row_id, &run, &findings).await?;
             tracing::info!(study = %study.id, "result cache hit: no model call");
-            self.publish(study, Some(&facts.sha256)).await;
-            return Ok(Outcome::Done { cached: true });
+            let snapshot = self.publish(study, Some(&facts.sha256)).await;
+            return Ok(Outcome::Done { cached: true, snapshot });
         }
 
         let answer = match self.endpoint.invoke(image, study.media_type, &study.s3_bucket, &study.s3_key).await {
@@ -144,8 +147,8 @@ impl Inference {
         // The run, its findings and status `done`: one transaction.
         self.db.record_inference(study.row_id, &run, &findings).await?;
         tracing::info!(study = %study.id, findings = findings.len(), "inference stored");
-        self.publish(study, Some(&facts.sha256)).await;
-        Ok(Outcome::Done { cached: false })
+        let snapshot = self.publish(study, Some(&facts.sha256)).await;
+        Ok(Outcome::Done { cached: false, snapshot })
     }
 
     /// Marks the study failed (a bad image: retrying cannot help) and
@@ -197,14 +200,17 @@ impl Inference {
         Ok((heatmap, preview))
     }
 
-    /// Writes the DynamoDB copies of what PostgreSQL now holds. Best effort:
-    /// a failure here is repaired by read-through (module docs).
-    pub async fn publish(&self, study: &StudyRecord, sha256: Option<&Sha256Digest>) {
+    /// Writes the DynamoDB copies of what PostgreSQL now holds, and returns
+    /// that state. Best effort: a failure here is repaired by read-through
+    /// (module docs).
+    pub async fn publish(&self, study: &StudyRecord, sha256: Option<&Sha256Digest>) -> Option<Box<StudySnapshot>> {
+        let mut stored = None;
         let copies = async {
             let Some(study) = self.db.find_study(&study.owner, study.id).await? else { return Ok::<_, anyhow::Error>(()) };
-            let run = self.db.latest_inference(study.row_id).await?;
-            if let Some(snapshot) = StudySnapshot::of(&study, run.as_ref()) {
-                self.results.put_snapshot(&snapshot).await?;
+            let (snapshot, run) = StudySnapshot::read(&self.db, &study).await?;
+            let snapshot = stored.insert(Box::new(snapshot));
+            if snapshot.is_finished() {
+                self.results.put_snapshot(snapshot).await?;
             }
             if let (Some(run), Some(sha256)) = (&run, sha256) {
                 self.results.put_cached(&CachedResult::of(sha256, run, study.preview_key.clone())).await?;
@@ -214,6 +220,7 @@ impl Inference {
         if let Err(err) = copies.await {
             tracing::warn!(event = DYNAMODB_DEGRADED, study = %study.id, error = %err, "DynamoDB copies not written; reads fall back to PostgreSQL");
         }
+        stored
     }
 }
 

@@ -83,7 +83,7 @@ impl InferHandler {
             // Keys in S3 events are URL-encoded, spaces as '+'.
             let key = percent_encoding::percent_decode_str(&raw_key.replace('+', " ")).decode_utf8_lossy().into_owned();
             match self.handle_object(bucket, &key).await {
-                Ok(Handled::Outcome(Outcome::Done { cached })) => {
+                Ok(Handled::Outcome(Outcome::Done { cached, .. })) => {
                     report.done += 1;
                     report.cached += u64::from(cached);
                 }

@@ -81,12 +81,15 @@ pub async fn predict(State(state): State<AppState>, Caller(owner): Caller, body:
         let _ = db.set_study_status(study.row_id, cxr_platform::domain::StudyStatus::Failed, Some("the image could not be stored")).await;
         return Err(ApiError::from(err).about(id));
     }
-    match state.inference.run(&study, &image, &facts, &state.images).await.map_err(|e| ApiError::from(e).about(id))? {
-        Outcome::Done { .. } => {}
+    let snapshot = match state.inference.run(&study, &image, &facts, &state.images).await.map_err(|e| ApiError::from(e).about(id))? {
+        // The pipeline read the stored study back for its DynamoDB copy.
+        Outcome::Done { snapshot: Some(snapshot), .. } => *snapshot,
+        Outcome::Done { snapshot: None, .. } => {
+            let finished = db.find_study(&owner, id).await.map_err(|e| ApiError::from(e).about(id))?.ok_or_else(|| ApiError::NotFound.about(id))?;
+            current_snapshot(&state, &finished).await.map_err(|e| e.about(id))?
+        }
         Outcome::Failed(reason) => return Err(ApiError::Unprocessable(reason).about(id)),
-    }
-    let finished = db.find_study(&owner, id).await.map_err(|e| ApiError::from(e).about(id))?.ok_or_else(|| ApiError::NotFound.about(id))?;
-    let snapshot = current_snapshot(&state, &finished).await.map_err(|e| e.about(id))?;
+    };
     let mut headers = HeaderMap::new();
     if let Ok(location) = HeaderValue::from_str(&format!("/v1/studies/{id}")) {
         headers.insert(header::LOCATION, location);

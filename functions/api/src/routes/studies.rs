@@ -151,8 +151,7 @@ pub async fn get(State(state): State<AppState>, Caller(owner): Caller, Path(id):
 
 /// A study and its latest run, as PostgreSQL has them.
 pub async fn current_snapshot(state: &AppState, study: &StudyRecord) -> Result<StudySnapshot, ApiError> {
-    let run = state.db.latest_inference(study.row_id).await?;
-    Ok(StudySnapshot::current(study, run.as_ref()))
+    Ok(StudySnapshot::read(&state.db, study).await?.0)
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

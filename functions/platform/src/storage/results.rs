@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::dynamodb::{DynamoError, DynamoTable, PutCondition};
+use super::postgres::{Database, DbError};
 use super::postgres::studies::{FindingRecord, InferenceRunRecord, StudyRecord};
 use crate::domain::{MediaType, Owner, Sha256Digest, StudyId, StudyStatus};
 
@@ -85,6 +86,13 @@ impl StudySnapshot {
             heatmap_key: run.and_then(|r| r.heatmap_key.clone()),
             preview_key: study.preview_key.clone(),
         }
+    }
+
+    /// `study` (as just read from PostgreSQL) with its latest run, read
+    /// now; the run too, for callers that also write the cache entry.
+    pub async fn read(db: &Database, study: &StudyRecord) -> Result<(Self, Option<InferenceRunRecord>), DbError> {
+        let run = db.latest_inference(study.row_id).await?;
+        Ok((Self::current(study, run.as_ref()), run))
     }
 
     pub fn is_finished(&self) -> bool {
