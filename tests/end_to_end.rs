@@ -22,14 +22,7 @@ const ALICE: &str = "e2e-alice-token-0123456789";
 const BOB: &str = "e2e-bob-token-0123456789ab";
 
 fn runtime_client(endpoint: &str) -> aws_sdk_sagemakerruntime::Client {
-    let stack = LocalStack::get();
-    let sdk = aws_config::SdkConfig::builder()
-        .behavior_version(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(stack.sdk_config().credentials_provider().expect("credentials"))
-        .endpoint_url(endpoint)
-        .build();
-    aws_sdk_sagemakerruntime::Client::new(&sdk)
+    aws_sdk_sagemakerruntime::Client::new(&LocalStack::get().sdk_config_at(endpoint))
 }
 
 async fn call(method: reqwest::Method, url: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {

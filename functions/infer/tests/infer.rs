@@ -258,12 +258,5 @@ async fn large_images_are_sent_to_the_endpoint_by_s3_reference() {
 }
 
 fn sagemaker_client(endpoint: &str) -> aws_sdk_sagemakerruntime::Client {
-    let stack = LocalStack::get();
-    let sdk = aws_config::SdkConfig::builder()
-        .behavior_version(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(stack.sdk_config().credentials_provider().expect("credentials"))
-        .endpoint_url(endpoint)
-        .build();
-    aws_sdk_sagemakerruntime::Client::new(&sdk)
+    aws_sdk_sagemakerruntime::Client::new(&LocalStack::get().sdk_config_at(endpoint))
 }

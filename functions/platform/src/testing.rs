@@ -122,6 +122,12 @@ impl LocalStack {
             .build()
     }
 
+    /// The stack's region and credentials with every service at `endpoint`
+    /// (e.g. a model server on a random port for the SageMaker runtime).
+    pub fn sdk_config_at(&self, endpoint: &str) -> SdkConfig {
+        self.sdk_config().into_builder().endpoint_url(endpoint).build()
+    }
+
     pub fn s3_client(&self) -> aws_sdk_s3::Client {
         self.s3_client_at(self.var("AWS_ENDPOINT_URL_S3"))
     }

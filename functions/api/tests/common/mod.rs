@@ -29,14 +29,7 @@ pub async fn model_server() -> String {
 }
 
 pub fn runtime_client(endpoint: &str) -> aws_sdk_sagemakerruntime::Client {
-    let stack = LocalStack::get();
-    let sdk = aws_config::SdkConfig::builder()
-        .behavior_version(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(stack.sdk_config().credentials_provider().expect("credentials"))
-        .endpoint_url(endpoint)
-        .build();
-    aws_sdk_sagemakerruntime::Client::new(&sdk)
+    aws_sdk_sagemakerruntime::Client::new(&LocalStack::get().sdk_config_at(endpoint))
 }
 
 /// The API with fresh storage; `endpoint` is the model server's base URL
