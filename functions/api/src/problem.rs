@@ -134,7 +134,7 @@ impl IntoResponse for ApiError {
             }
             _ => {}
         }
-        if let Some(location) = study.and_then(|s| HeaderValue::from_str(&format!("/v1/studies/{s}")).ok()) {
+        if let Some(location) = study.and_then(|s| HeaderValue::from_str(&crate::views::study_path(s)).ok()) {
             headers.insert(header::LOCATION, location);
         }
         response

@@ -44,6 +44,11 @@ pub struct StudyView {
     pub heatmap_url: Option<String>,
 }
 
+/// Where a study is read (`Location` of answers that name one).
+pub fn study_path(id: StudyId) -> String {
+    format!("/v1/studies/{id}")
+}
+
 pub async fn study_view(state: &AppState, snapshot: StudySnapshot) -> Result<StudyView, ApiError> {
     let ttl = state.settings.upload_url_ttl;
     let presign = |key: &str| {

@@ -30,9 +30,9 @@ pub struct ModelAnswer {
     #[serde(default)]
     pub boxes: Vec<AnswerBox>,
     #[serde(default)]
-    pub heatmap: Option<AnswerHeatmap>,
+    pub heatmap: Option<AnswerPicture>,
     #[serde(default)]
-    pub preview: Option<AnswerPreview>,
+    pub preview: Option<AnswerPicture>,
     #[serde(default)]
     pub timings_ms: std::collections::BTreeMap<String, f64>,
 }
@@ -59,25 +59,14 @@ pub struct AnswerBox {
     pub score: f32,
 }
 
+/// A PNG in the answer: the Grad-CAM heatmap, or the browser-viewable
+/// rendering of the image (DICOM windowed). Other fields are not needed.
 #[derive(Debug, Deserialize)]
-pub struct AnswerHeatmap {
-    pub label: String,
+pub struct AnswerPicture {
     pub png_base64: String,
 }
 
-impl AnswerHeatmap {
-    pub fn png(&self) -> Result<Vec<u8>, base64::DecodeError> {
-        base64::engine::general_purpose::STANDARD.decode(&self.png_base64)
-    }
-}
-
-/// The browser-viewable rendering of the image (DICOM windowed).
-#[derive(Debug, Deserialize)]
-pub struct AnswerPreview {
-    pub png_base64: String,
-}
-
-impl AnswerPreview {
+impl AnswerPicture {
     pub fn png(&self) -> Result<Vec<u8>, base64::DecodeError> {
         base64::engine::general_purpose::STANDARD.decode(&self.png_base64)
     }

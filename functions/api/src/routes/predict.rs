@@ -18,7 +18,7 @@ use crate::app::AppState;
 use crate::auth::Caller;
 use crate::problem::ApiError;
 use crate::routes::studies::current_snapshot;
-use crate::views::{StudyView, study_view};
+use crate::views::{StudyView, study_path, study_view};
 
 /// The request body of `POST /v1/predict`, for the OpenAPI document: the
 /// raw bytes of an image file.
@@ -91,7 +91,7 @@ pub async fn predict(State(state): State<AppState>, Caller(owner): Caller, body:
         Outcome::Failed(reason) => return Err(ApiError::Unprocessable(reason).about(id)),
     };
     let mut headers = HeaderMap::new();
-    if let Ok(location) = HeaderValue::from_str(&format!("/v1/studies/{id}")) {
+    if let Ok(location) = HeaderValue::from_str(&study_path(id)) {
         headers.insert(header::LOCATION, location);
     }
     Ok((StatusCode::CREATED, headers, Json(study_view(&state, snapshot).await.map_err(|e| e.about(id))?)))

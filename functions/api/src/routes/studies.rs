@@ -19,7 +19,7 @@ use cxr_infer::pipeline::DYNAMODB_DEGRADED;
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::problem::ApiError;
-use crate::views::{StudyView, study_view};
+use crate::views::{StudyView, study_path, study_view};
 
 /// `POST /v1/studies` body: what the client is about to upload.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -113,7 +113,7 @@ pub async fn create(State(state): State<AppState>, Caller(owner): Caller, body: 
             parts.push(PartUpload { part_number, offset, size, upload });
             offset += size;
         }
-        UploadInstructions::Multipart(MultipartInstructions { upload_id, part_size, parts, complete_url: format!("/v1/studies/{}/upload/complete", study.id) })
+        UploadInstructions::Multipart(MultipartInstructions { upload_id, part_size, parts, complete_url: format!("{}/upload/complete", study_path(study.id)) })
     };
     Ok((StatusCode::CREATED, Json(CreatedStudy { id: study.id, status: study.status, upload })))
 }

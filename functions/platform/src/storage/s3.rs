@@ -295,7 +295,7 @@ impl ObjectStore {
             .content_length(length)
             .presigned(presigning_config(expires_in)?)
             .await
-            .map_err(|e| S3Error::Presign(aws_sdk_s3::error::DisplayErrorContext(&e).to_string()))?;
+            .map_err(presign_failed)?;
         Ok(to_presigned_url(&request, expires_in))
     }
 
@@ -334,7 +334,7 @@ impl ObjectStore {
             .content_length(length)
             .presigned(presigning_config(expires_in)?)
             .await
-            .map_err(|e| S3Error::Presign(aws_sdk_s3::error::DisplayErrorContext(&e).to_string()))?;
+            .map_err(presign_failed)?;
         Ok(to_presigned_url(&request, expires_in))
     }
 
@@ -364,9 +364,13 @@ impl ObjectStore {
             .key(key.as_str())
             .presigned(presigning_config(expires_in)?)
             .await
-            .map_err(|e| S3Error::Presign(aws_sdk_s3::error::DisplayErrorContext(&e).to_string()))?;
+            .map_err(presign_failed)?;
         Ok(to_presigned_url(&request, expires_in))
     }
+}
+
+fn presign_failed<E: std::error::Error>(err: E) -> S3Error {
+    S3Error::Presign(aws_sdk_s3::error::DisplayErrorContext(&err).to_string())
 }
 
 fn presigning_config(expires_in: Duration) -> Result<PresigningConfig, S3Error> {
