@@ -60,12 +60,17 @@ async fn a_study_goes_from_upload_to_findings_and_annotations() {
     let relay_images = images.clone();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let relay = tokio::spawn(async move {
-        LocalRelay::new(&handler, relay_images).run(Duration::from_millis(200), async { let _ = stopped.await; }).await;
+        LocalRelay::new(&handler, relay_images)
+            .run(Duration::from_millis(200), async {
+                let _ = stopped.await;
+            })
+            .await;
     });
 
     // 1. Create a study for the sample image.
     let image = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../events/images/synthetic-chest.png")).expect("sample image");
-    let (status, created) = call(reqwest::Method::POST, &format!("{api}/studies"), Some(ALICE), Some(json!({"content_type": "image/png", "content_length": image.len()}))).await;
+    let (status, created) =
+        call(reqwest::Method::POST, &format!("{api}/studies"), Some(ALICE), Some(json!({"content_type": "image/png", "content_length": image.len()}))).await;
     assert_eq!(status, 201, "{created}");
     let id = created["id"].as_str().expect("id").to_owned();
 
@@ -111,9 +116,21 @@ async fn a_study_goes_from_upload_to_findings_and_annotations() {
 
     // 4. A radiologist annotates.
     let annotations = format!("{api}/studies/{id}/annotations");
-    let (status, annotation) = call(reqwest::Method::POST, &annotations, Some(ALICE), Some(json!({"label": "Cardiomegaly", "box": {"x_min": 220, "y_min": 270, "width": 140, "height": 120}}))).await;
+    let (status, annotation) = call(
+        reqwest::Method::POST,
+        &annotations,
+        Some(ALICE),
+        Some(json!({"label": "Cardiomegaly", "box": {"x_min": 220, "y_min": 270, "width": 140, "height": 120}})),
+    )
+    .await;
     assert_eq!(status, 201, "{annotation}");
-    let (status, outside) = call(reqwest::Method::POST, &annotations, Some(ALICE), Some(json!({"label": "Nodule/Mass", "box": {"x_min": 500, "y_min": 0, "width": 40, "height": 10}}))).await;
+    let (status, outside) = call(
+        reqwest::Method::POST,
+        &annotations,
+        Some(ALICE),
+        Some(json!({"label": "Nodule/Mass", "box": {"x_min": 500, "y_min": 0, "width": 40, "height": 10}})),
+    )
+    .await;
     assert_eq!(status, 422, "{outside}");
     let (status, list) = call(reqwest::Method::GET, &annotations, Some(ALICE), None).await;
     assert_eq!((status, list.as_array().map(Vec::len)), (200, Some(1)));

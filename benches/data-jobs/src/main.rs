@@ -89,8 +89,7 @@ async fn main() -> anyhow::Result<()> {
     let images = stack.fresh_bucket().await;
     seed(&db, args.studies, args.findings_per_study).await?;
     sqlx::query("UPDATE studies SET s3_bucket = $1").bind(images.bucket()).execute(db.pool()).await?;
-    let annotated: Vec<String> =
-        sqlx::query_scalar("SELECT s3_key FROM studies WHERE id IN (SELECT study_id FROM annotations)").fetch_all(db.pool()).await?;
+    let annotated: Vec<String> = sqlx::query_scalar("SELECT s3_key FROM studies WHERE id IN (SELECT study_id FROM annotations)").fetch_all(db.pool()).await?;
     let png = png_with_text("Patient Doe^Jane");
     futures::stream::iter(annotated.iter())
         .map(|key| {
@@ -166,16 +165,7 @@ async fn main() -> anyhow::Result<()> {
     println!("|---|---:|---:|---:|---:|---:|");
     for m in &results {
         let secs = m.elapsed.as_secs_f64();
-        println!(
-            "| {} | {} {} | {:.2} | {:.0} | {:.1}x | {:.0} |",
-            m.name,
-            m.units,
-            m.unit,
-            secs,
-            m.units as f64 / secs,
-            secs / reference,
-            m.peak_rss_mib
-        );
+        println!("| {} | {} {} | {:.2} | {:.0} | {:.1}x | {:.0} |", m.name, m.units, m.unit, secs, m.units as f64 / secs, secs / reference, m.peak_rss_mib);
     }
     Ok(())
 }

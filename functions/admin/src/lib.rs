@@ -85,30 +85,42 @@ async fn check(env: &Env) -> anyhow::Result<()> {
         }
     };
 
-    report("postgres", async {
-        let db = Database::connect(&postgres).await?;
-        db.ping().await?;
-        let version = db.applied_migration_version().await?;
-        Ok(format!("schema version {}", version.map_or("none (run cxr-admin migrate)".into(), |v| v.to_string())))
-    }
-    .await);
-    report("s3", async {
-        let store = ObjectStore::new(&sdk, &s3);
-        store.check_bucket().await?;
-        Ok(format!("bucket {}", store.bucket()))
-    }
-    .await);
-    report("dynamodb", async {
-        let table = DynamoTable::new(&sdk, &dynamo);
-        table.check_table().await?;
-        Ok(format!("table {}", table.name()))
-    }
-    .await);
-    report("documentdb", async {
-        let warehouse = Warehouse::connect(&documentdb).await?;
-        Ok(format!("database {}", warehouse.database_name()))
-    }
-    .await);
+    report(
+        "postgres",
+        async {
+            let db = Database::connect(&postgres).await?;
+            db.ping().await?;
+            let version = db.applied_migration_version().await?;
+            Ok(format!("schema version {}", version.map_or("none (run cxr-admin migrate)".into(), |v| v.to_string())))
+        }
+        .await,
+    );
+    report(
+        "s3",
+        async {
+            let store = ObjectStore::new(&sdk, &s3);
+            store.check_bucket().await?;
+            Ok(format!("bucket {}", store.bucket()))
+        }
+        .await,
+    );
+    report(
+        "dynamodb",
+        async {
+            let table = DynamoTable::new(&sdk, &dynamo);
+            table.check_table().await?;
+            Ok(format!("table {}", table.name()))
+        }
+        .await,
+    );
+    report(
+        "documentdb",
+        async {
+            let warehouse = Warehouse::connect(&documentdb).await?;
+            Ok(format!("database {}", warehouse.database_name()))
+        }
+        .await,
+    );
 
     if failures.is_empty() { Ok(()) } else { anyhow::bail!("unhealthy: {}", failures.join(", ")) }
 }

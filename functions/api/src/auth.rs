@@ -24,12 +24,8 @@ impl FromRequestParts<AppState> for Caller {
             let sub = context.authorizer.as_ref().and_then(|a| a.jwt.as_ref()).and_then(|jwt| jwt.claims.get("sub"));
             return sub.and_then(|sub| Owner::new(sub.as_str()).ok()).map(Caller).ok_or(ApiError::Unauthorized);
         }
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or(ApiError::Unauthorized)?;
+        let token =
+            parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).ok_or(ApiError::Unauthorized)?;
         state.settings.dev_tokens.get(token.trim()).cloned().map(Caller).ok_or(ApiError::Unauthorized)
     }
 }

@@ -42,9 +42,7 @@ async fn handle(state: AppState, request: Request, next: Next) -> Result<Respons
     let (mut parts, body) = request.into_parts();
     let Caller(owner) = Caller::from_request_parts(&mut parts, &state).await.map_err(IntoResponse::into_response)?;
     let limit = state.settings.predict_max_bytes;
-    let body = to_bytes(body, limit)
-        .await
-        .map_err(|_| ApiError::PayloadTooLarge(format!("the body is over {limit} bytes")).into_response())?;
+    let body = to_bytes(body, limit).await.map_err(|_| ApiError::PayloadTooLarge(format!("the body is over {limit} bytes")).into_response())?;
     // The key belongs to one request: method, path and body.
     let mut fingerprint = Vec::with_capacity(body.len() + 64);
     fingerprint.extend_from_slice(parts.method.as_str().as_bytes());

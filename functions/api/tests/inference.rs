@@ -10,7 +10,8 @@ use cxr_platform::testing::{LocalStack, closed_port};
 use serde_json::{Value, json};
 
 async fn predict(base: &str, token: &str, body: Vec<u8>, key: Option<&str>) -> (u16, reqwest::header::HeaderMap, Value) {
-    let mut request = reqwest::Client::new().post(format!("{base}/v1/predict")).bearer_auth(token).header("content-type", "application/octet-stream").body(body);
+    let mut request =
+        reqwest::Client::new().post(format!("{base}/v1/predict")).bearer_auth(token).header("content-type", "application/octet-stream").body(body);
     if let Some(key) = key {
         request = request.header("Idempotency-Key", key);
     }
@@ -57,7 +58,8 @@ async fn predict_records_the_study_answers_findings_and_never_infers_an_image_tw
     // answered from the result cache.
     let mut settings = common::settings();
     settings.inference.model = Some(ModelRef { name: "densenet121-xrv-generated".into(), version: "0".into() });
-    let down = AppState::new(state.db.clone(), state.images.clone(), state.results.clone(), runtime_client(&format!("http://127.0.0.1:{}", closed_port())), settings);
+    let down =
+        AppState::new(state.db.clone(), state.images.clone(), state.results.clone(), runtime_client(&format!("http://127.0.0.1:{}", closed_port())), settings);
     let down_base = serve(down).await;
     let (status, _, again) = predict(&down_base, BOB, image, None).await;
     assert_eq!(status, 201, "{again}");
@@ -199,7 +201,9 @@ fn results_table(state: &AppState) -> String {
 async fn large_images_upload_in_parts() {
     let (base, state) = start_with(None, |_| {}).await;
     let size: u64 = 11 * 1024 * 1024;
-    let (status, created) = call(reqwest::Method::POST, &format!("{base}/v1/studies"), Some(ALICE), Some(json!({"content_type": "application/dicom", "content_length": size}))).await;
+    let (status, created) =
+        call(reqwest::Method::POST, &format!("{base}/v1/studies"), Some(ALICE), Some(json!({"content_type": "application/dicom", "content_length": size})))
+            .await;
     assert_eq!(status, 201, "{created}");
     let upload = &created["upload"];
     assert_eq!(upload["kind"].as_str(), Some("multipart"));
@@ -219,7 +223,9 @@ async fn large_images_upload_in_parts() {
         etags.push(json!({"part_number": part["part_number"], "etag": answer.headers()["etag"].to_str().expect("etag")}));
     }
     let complete = format!("{base}{}", upload["complete_url"].as_str().expect("complete url"));
-    let (status, problem) = call(reqwest::Method::POST, &complete, Some(ALICE), Some(json!({"upload_id": upload["upload_id"], "parts": [etags[1].clone(), etags[0].clone()]}))).await;
+    let (status, problem) =
+        call(reqwest::Method::POST, &complete, Some(ALICE), Some(json!({"upload_id": upload["upload_id"], "parts": [etags[1].clone(), etags[0].clone()]})))
+            .await;
     assert_eq!(status, 422, "parts out of order: {problem}");
     let (status, _) = call(reqwest::Method::POST, &complete, Some(BOB), Some(json!({"upload_id": upload["upload_id"], "parts": etags.clone()}))).await;
     assert_eq!(status, 404);

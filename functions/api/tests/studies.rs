@@ -45,7 +45,9 @@ async fn pages_follow_the_cursor_newest_first_and_filter_by_status() {
     let (base, _) = start().await;
     let mut ids = Vec::new();
     for _ in 0..5 {
-        let (_, created) = call(reqwest::Method::POST, &format!("{base}/v1/studies"), Some(ALICE), Some(json!({"content_type": "application/dicom", "content_length": 10}))).await;
+        let (_, created) =
+            call(reqwest::Method::POST, &format!("{base}/v1/studies"), Some(ALICE), Some(json!({"content_type": "application/dicom", "content_length": 10})))
+                .await;
         ids.push(created["id"].as_str().expect("id").to_owned());
     }
     let mut seen = Vec::new();
@@ -133,7 +135,8 @@ async fn in_lambda_the_caller_is_the_jwt_subject() {
 #[tokio::test]
 async fn annotations_are_validated_against_labels_and_image_bounds() {
     let (base, state) = start().await;
-    let (_, created) = call(reqwest::Method::POST, &format!("{base}/v1/studies"), Some(ALICE), Some(json!({"content_type": "image/png", "content_length": 10}))).await;
+    let (_, created) =
+        call(reqwest::Method::POST, &format!("{base}/v1/studies"), Some(ALICE), Some(json!({"content_type": "image/png", "content_length": 10}))).await;
     let id = created["id"].as_str().expect("id").to_owned();
     let url = format!("{base}/v1/studies/{id}/annotations");
     let boxed = json!({"label": "Cardiomegaly", "box": {"x_min": 100, "y_min": 200, "width": 300, "height": 150}});
@@ -164,7 +167,11 @@ async fn annotations_are_validated_against_labels_and_image_bounds() {
     let (status, problem) = call(reqwest::Method::POST, &url, Some(ALICE), Some(outside)).await;
     assert_eq!(status, 422);
     assert!(problem["detail"].as_str().is_some_and(|d| d.contains("1024x768")), "{problem}");
-    for bad in [json!({"label": "Dragons"}), json!({"label_set": "nope", "label": "ILD"}), json!({"label": "ILD", "box": {"x_min": -1, "y_min": 0, "width": 1, "height": 1}})] {
+    for bad in [
+        json!({"label": "Dragons"}),
+        json!({"label_set": "nope", "label": "ILD"}),
+        json!({"label": "ILD", "box": {"x_min": -1, "y_min": 0, "width": 1, "height": 1}}),
+    ] {
         let (status, problem) = call(reqwest::Method::POST, &url, Some(ALICE), Some(bad)).await;
         assert_eq!(status, 422, "{problem}");
     }

@@ -124,10 +124,7 @@ pub async fn run_backup(db: &Database, store: &ObjectStore, options: &BackupOpti
 impl Checkpoint {
     /// Rows per table, every table named (0 when it had none).
     fn rows(&self) -> BTreeMap<String, u64> {
-        tables::ALL
-            .iter()
-            .map(|t| (t.name.to_owned(), self.tables.get(t.name).map_or(0, |e| e.rows)))
-            .collect()
+        tables::ALL.iter().map(|t| (t.name.to_owned(), self.tables.get(t.name).map_or(0, |e| e.rows))).collect()
     }
 
     fn parts(&self) -> u64 {
@@ -152,13 +149,7 @@ enum Outcome {
 
 /// Writes the backup. `checkpoint` holds all progress, resumed from the
 /// job's if it has one.
-async fn export(
-    db: &Database,
-    store: &ObjectStore,
-    options: &BackupOptions,
-    job: &mut Job,
-    checkpoint: &mut Checkpoint,
-) -> Result<Outcome, BackupError> {
+async fn export(db: &Database, store: &ObjectStore, options: &BackupOptions, job: &mut Job, checkpoint: &mut Checkpoint) -> Result<Outcome, BackupError> {
     let window = job.window();
     let folder = run_prefix(&options.prefix, &window);
     if let Some(value) = job.checkpoint() {
@@ -170,13 +161,10 @@ async fn export(
         let chunk = checkpoint.next_chunk;
         let mut tx = begin_snapshot(db).await.map_err(JobError::from)?;
         let Some((ids, next)) = checkpoint.cursor.next_chunk(&mut tx, &window, options.chunk_studies).await? else { break };
-        let studies = sqlx::query(&format!(
-            "SELECT {} FROM studies WHERE id = ANY($1) ORDER BY updated_at, id",
-            tables::STUDIES.select_list()
-        ))
-        .bind(&ids)
-        .fetch_all(&mut *tx)
-        .await?;
+        let studies = sqlx::query(&format!("SELECT {} FROM studies WHERE id = ANY($1) ORDER BY updated_at, id", tables::STUDIES.select_list()))
+            .bind(&ids)
+            .fetch_all(&mut *tx)
+            .await?;
         let studies = TableData::from_rows(&tables::STUDIES, &studies)?;
         let runs = children(&mut tx, &tables::INFERENCE_RUNS, "study_id", &ids).await?;
         let findings = children(&mut tx, &tables::FINDINGS, "inference_run_id", &runs.ids()).await?;
@@ -201,9 +189,7 @@ async fn export(
 
     // Small reference tables: whole, every run.
     for table in [&tables::LABEL_SETS, &tables::LABELS] {
-        let rows = sqlx::query(&format!("SELECT {} FROM {} ORDER BY {}", table.select_list(), table.name, table.key.join(", ")))
-            .fetch_all(db.pool())
-            .await?;
+        let rows = sqlx::query(&format!("SELECT {} FROM {} ORDER BY {}", table.select_list(), table.name, table.key.join(", "))).fetch_all(db.pool()).await?;
         let data = TableData::from_rows(table, &rows)?;
         checkpoint.tables.remove(table.name);
         write_part(store, &folder, 0, &data, options.dry_run, checkpoint).await?;
@@ -224,25 +210,14 @@ async fn children(
     parent_column: &str,
     parent_ids: &[i64],
 ) -> Result<TableData, BackupError> {
-    let rows = sqlx::query(&format!(
-        "SELECT {} FROM {} WHERE {parent_column} = ANY($1) ORDER BY id",
-        table.select_list(),
-        table.name
-    ))
-    .bind(parent_ids)
-    .fetch_all(&mut **tx)
-    .await?;
+    let rows = sqlx::query(&format!("SELECT {} FROM {} WHERE {parent_column} = ANY($1) ORDER BY id", table.select_list(), table.name))
+        .bind(parent_ids)
+        .fetch_all(&mut **tx)
+        .await?;
     Ok(TableData::from_rows(table, &rows)?)
 }
 
-async fn write_part(
-    store: &ObjectStore,
-    folder: &str,
-    chunk: u32,
-    data: &TableData,
-    dry_run: bool,
-    checkpoint: &mut Checkpoint,
-) -> Result<(), BackupError> {
+async fn write_part(store: &ObjectStore, folder: &str, chunk: u32, data: &TableData, dry_run: bool, checkpoint: &mut Checkpoint) -> Result<(), BackupError> {
     let name = data.table.name;
     let rows = data.len() as u64;
     let entry = checkpoint.tables.entry(name.to_owned()).or_default();

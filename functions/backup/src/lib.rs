@@ -44,8 +44,8 @@ impl BackupSettings {
 }
 
 use cxr_platform::aws::load_sdk_config;
-use cxr_platform::jobs::scheduled::{JobSettings, ScheduledRun};
 use cxr_platform::config::{PostgresSettings, S3Settings};
+use cxr_platform::jobs::scheduled::{JobSettings, ScheduledRun};
 use cxr_platform::storage::postgres::Database;
 use cxr_platform::storage::s3::ObjectStore;
 
@@ -70,8 +70,7 @@ impl BackupJob {
         let sdk = load_sdk_config().await?;
         let store = ObjectStore::new(&sdk, &S3Settings { images_bucket: settings.bucket.clone(), force_path_style });
         let db = Database::connect(&postgres).await?;
-        let snapshot_export =
-            snapshot_export::SnapshotExportSettings::from_env(env)?.map(|settings| (aws_sdk_rds::Client::new(&sdk), settings));
+        let snapshot_export = snapshot_export::SnapshotExportSettings::from_env(env)?.map(|settings| (aws_sdk_rds::Client::new(&sdk), settings));
         Ok(Self { db, store, settings, job, snapshot_export })
     }
 
@@ -96,9 +95,7 @@ impl BackupJob {
             _ => None,
         };
         let snapshot_export = match &self.snapshot_export {
-            Some((rds, settings)) if backup.complete && !run.dry_run => {
-                Some(snapshot_export::start_snapshot_export(rds, settings).await?)
-            }
+            Some((rds, settings)) if backup.complete && !run.dry_run => Some(snapshot_export::start_snapshot_export(rds, settings).await?),
             _ => None,
         };
         Ok(ScheduledReport { backup, purge, snapshot_export })

@@ -45,9 +45,7 @@ async fn main() -> anyhow::Result<()> {
             let retention = match older_than_days {
                 Some(0) => anyhow::bail!("--older-than-days must be at least 1"),
                 Some(days) => std::time::Duration::from_secs(u64::from(days) * 86_400),
-                None => job.settings.purge_after.ok_or_else(|| {
-                    anyhow::anyhow!("no retention: pass --older-than-days or set BACKUP_PURGE_AFTER_DAYS")
-                })?,
+                None => job.settings.purge_after.ok_or_else(|| anyhow::anyhow!("no retention: pass --older-than-days or set BACKUP_PURGE_AFTER_DAYS"))?,
             };
             serde_json::to_value(job.purge(retention, dry_run).await?)?
         }

@@ -41,15 +41,7 @@ pub struct Manifest {
 
 impl Manifest {
     pub fn new(job_run_id: i64, resumed_from: Option<i64>, window: Window, chunk_studies: u32, tables: BTreeMap<String, TableEntry>) -> Self {
-        Self {
-            format: FORMAT.to_owned(),
-            job_run_id,
-            resumed_from,
-            watermark_from: window.from,
-            watermark_to: window.to,
-            chunk_studies,
-            tables,
-        }
+        Self { format: FORMAT.to_owned(), job_run_id, resumed_from, watermark_from: window.from, watermark_to: window.to, chunk_studies, tables }
     }
 
     pub fn to_json(&self) -> Result<Vec<u8>, serde_json::Error> {

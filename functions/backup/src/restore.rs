@@ -14,11 +14,8 @@ use crate::tables::{self, TableData, TableDataError};
 
 /// The triggers that restamp `updated_at`: off while restoring, so restored
 /// rows keep their backed-up timestamps.
-const TOUCH_TRIGGERS: [(&str, &str); 3] = [
-    ("inference_runs", "inference_runs_touch_study"),
-    ("annotations", "annotations_touch_study"),
-    ("studies", "studies_touch_updated_at"),
-];
+const TOUCH_TRIGGERS: [(&str, &str); 3] =
+    [("inference_runs", "inference_runs_touch_study"), ("annotations", "annotations_touch_study"), ("studies", "studies_touch_updated_at")];
 
 /// Parts are Parquet of a few MiB; anything far larger is not ours.
 const MAX_PART_BYTES: u64 = 2 << 30;
@@ -82,11 +79,7 @@ pub async fn fetch_part(store: &ObjectStore, part: &PartEntry) -> Result<bytes::
 
 /// Checks every part of every manifest, one part in memory at a time.
 /// `visit` sees each verified part's rows (e.g. to collect study ids).
-pub async fn verify_all(
-    store: &ObjectStore,
-    manifests: &[(String, Manifest)],
-    mut visit: impl FnMut(&TableData),
-) -> Result<u64, RestoreError> {
+pub async fn verify_all(store: &ObjectStore, manifests: &[(String, Manifest)], mut visit: impl FnMut(&TableData)) -> Result<u64, RestoreError> {
     let mut parts = 0;
     for (_, manifest) in manifests {
         for table in tables::ALL {
@@ -146,11 +139,9 @@ pub async fn restore(db: &Database, store: &ObjectStore, prefix: &str) -> Result
     }
     // New rows must not collide with restored ids.
     for table in ["studies", "inference_runs", "findings", "annotations"] {
-        sqlx::query(&format!(
-            "SELECT setval(pg_get_serial_sequence('{table}', 'id'), COALESCE((SELECT max(id) FROM {table}), 0) + 1, false)"
-        ))
-        .execute(db.pool())
-        .await?;
+        sqlx::query(&format!("SELECT setval(pg_get_serial_sequence('{table}', 'id'), COALESCE((SELECT max(id) FROM {table}), 0) + 1, false)"))
+            .execute(db.pool())
+            .await?;
     }
     Ok(report)
 }

@@ -76,10 +76,7 @@ pub fn export_task_id(snapshot_identifier: &str) -> String {
     id.trim_end_matches('-').to_owned()
 }
 
-pub async fn start_snapshot_export(
-    rds: &aws_sdk_rds::Client,
-    settings: &SnapshotExportSettings,
-) -> Result<SnapshotExportReport, SnapshotExportError> {
+pub async fn start_snapshot_export(rds: &aws_sdk_rds::Client, settings: &SnapshotExportSettings) -> Result<SnapshotExportReport, SnapshotExportError> {
     let snapshots = rds
         .describe_db_snapshots()
         .db_instance_identifier(&settings.db_instance)
@@ -128,7 +125,11 @@ mod tests {
 
     #[test]
     fn picks_the_newest_available_snapshot() {
-        let snapshots = [snapshot("rds:cxr-2026-11-20", "available", 100), snapshot("rds:cxr-2026-11-22", "creating", 300), snapshot("rds:cxr-2026-11-21", "available", 200)];
+        let snapshots = [
+            snapshot("rds:cxr-2026-11-20", "available", 100),
+            snapshot("rds:cxr-2026-11-22", "creating", 300),
+            snapshot("rds:cxr-2026-11-21", "available", 200),
+        ];
         assert_eq!(newest_available(&snapshots).and_then(|s| s.db_snapshot_identifier()), Some("rds:cxr-2026-11-21"));
         assert!(newest_available(&[]).is_none());
     }

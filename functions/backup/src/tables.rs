@@ -9,9 +9,7 @@ use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float32Type, Int16Type, Int32Type, Int64Type, TimestampMicrosecondType};
-use arrow_array::{
-    ArrayRef, Float32Array, Int16Array, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
-};
+use arrow_array::{ArrayRef, Float32Array, Int16Array, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
@@ -59,17 +57,9 @@ pub struct Table {
 
 use Kind::*;
 
-pub const LABEL_SETS: Table = Table {
-    name: "label_sets",
-    columns: &[col("name", Text), col("description", Text)],
-    key: &["name"],
-};
+pub const LABEL_SETS: Table = Table { name: "label_sets", columns: &[col("name", Text), col("description", Text)], key: &["name"] };
 
-pub const LABELS: Table = Table {
-    name: "labels",
-    columns: &[col("label_set", Text), col("position", I16), col("name", Text)],
-    key: &["label_set", "name"],
-};
+pub const LABELS: Table = Table { name: "labels", columns: &[col("label_set", Text), col("position", I16), col("name", Text)], key: &["label_set", "name"] };
 
 pub const STUDIES: Table = Table {
     name: "studies",
@@ -183,13 +173,7 @@ impl Table {
     /// one statement per part, every value a bound array parameter.
     pub fn upsert_statement(&self) -> String {
         let names: Vec<&str> = self.columns.iter().map(|c| c.name).collect();
-        let arrays = self
-            .columns
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("${}::{}[]", i + 1, array_type(c.kind)))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let arrays = self.columns.iter().enumerate().map(|(i, c)| format!("${}::{}[]", i + 1, array_type(c.kind))).collect::<Vec<_>>().join(", ");
         let values = self
             .columns
             .iter()
@@ -199,13 +183,7 @@ impl Table {
             })
             .collect::<Vec<_>>()
             .join(", ");
-        let updates = self
-            .columns
-            .iter()
-            .filter(|c| !self.key.contains(&c.name))
-            .map(|c| format!("{0} = EXCLUDED.{0}", c.name))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let updates = self.columns.iter().filter(|c| !self.key.contains(&c.name)).map(|c| format!("{0} = EXCLUDED.{0}", c.name)).collect::<Vec<_>>().join(", ");
         let identity = if self.key == ["id"] { "OVERRIDING SYSTEM VALUE " } else { "" };
         format!(
             "INSERT INTO {table} ({cols}) {identity}SELECT {values} FROM UNNEST({arrays}) AS u({cols}) \
@@ -324,10 +302,8 @@ impl TableData {
                     Values::F32(v) => Arc::new(Float32Array::from(v.clone())),
                     Values::Text(v) => Arc::new(StringArray::from(v.clone())),
                     Values::Timestamp(v) => Arc::new(
-                        TimestampMicrosecondArray::from(
-                            v.iter().map(|t| t.map(|t| (t.unix_timestamp_nanos() / 1000) as i64)).collect::<Vec<_>>(),
-                        )
-                        .with_timezone("UTC"),
+                        TimestampMicrosecondArray::from(v.iter().map(|t| t.map(|t| (t.unix_timestamp_nanos() / 1000) as i64)).collect::<Vec<_>>())
+                            .with_timezone("UTC"),
                     ),
                 }
             })
@@ -384,9 +360,7 @@ impl TableData {
                     Values::I32(v) => v.extend(array.as_primitive_opt::<Int32Type>().ok_or_else(wrong)?.iter()),
                     Values::I16(v) => v.extend(array.as_primitive_opt::<Int16Type>().ok_or_else(wrong)?.iter()),
                     Values::F32(v) => v.extend(array.as_primitive_opt::<Float32Type>().ok_or_else(wrong)?.iter()),
-                    Values::Text(v) => {
-                        v.extend(array.as_string_opt::<i32>().ok_or_else(wrong)?.iter().map(|s| s.map(str::to_owned)))
-                    }
+                    Values::Text(v) => v.extend(array.as_string_opt::<i32>().ok_or_else(wrong)?.iter().map(|s| s.map(str::to_owned))),
                     Values::Timestamp(v) => {
                         for micros in array.as_primitive_opt::<TimestampMicrosecondType>().ok_or_else(wrong)?.iter() {
                             v.push(
@@ -459,10 +433,7 @@ mod tests {
         assert_eq!(bytes, data.to_parquet().expect("write again"), "same rows, same bytes");
         assert_eq!(TableData::from_parquet(&FINDINGS, bytes).expect("read"), data);
 
-        let labels = TableData {
-            table: &LABEL_SETS,
-            columns: vec![Values::Text(vec![Some("a".into())]), Values::Text(vec![None])],
-        };
+        let labels = TableData { table: &LABEL_SETS, columns: vec![Values::Text(vec![Some("a".into())]), Values::Text(vec![None])] };
         assert_eq!(TableData::from_parquet(&LABEL_SETS, labels.to_parquet().expect("write")).expect("read"), labels);
 
         let runs = TableData {

@@ -7,14 +7,8 @@ use cxr_platform::storage::postgres::Database;
 use cxr_platform::storage::s3::ObjectStore;
 use cxr_platform::testing::{LocalStack, closed_port, seed, table_fingerprint};
 
-const TABLES: [(&str, &str); 6] = [
-    ("label_sets", "name"),
-    ("labels", "label_set, name"),
-    ("studies", "id"),
-    ("inference_runs", "id"),
-    ("findings", "id"),
-    ("annotations", "id"),
-];
+const TABLES: [(&str, &str); 6] =
+    [("label_sets", "name"), ("labels", "label_set, name"), ("studies", "id"), ("inference_runs", "id"), ("findings", "id"), ("annotations", "id")];
 
 fn options(chunk: u32) -> BackupOptions {
     BackupOptions { prefix: "rds-backups".into(), chunk_studies: chunk, dry_run: false, time_budget: None }
@@ -22,11 +16,7 @@ fn options(chunk: u32) -> BackupOptions {
 
 async fn assert_same_content(source: &Database, restored: &Database) {
     for (table, order) in TABLES {
-        assert_eq!(
-            table_fingerprint(restored, table, order).await,
-            table_fingerprint(source, table, order).await,
-            "table {table} differs after restore"
-        );
+        assert_eq!(table_fingerprint(restored, table, order).await, table_fingerprint(source, table, order).await, "table {table} differs after restore");
     }
 }
 
@@ -92,10 +82,8 @@ async fn a_failed_or_skipped_run_loses_nothing() {
     let nowhere = ObjectStore::from_client(stack.s3_client_at(&format!("http://127.0.0.1:{}", closed_port())), "backups");
     let failed = run_backup(&db, &nowhere, &options(100)).await;
     assert!(matches!(failed, Err(BackupError::Write(_))), "{failed:?}");
-    let error: Option<String> = sqlx::query_scalar("SELECT error FROM job_runs WHERE status = 'failed'")
-        .fetch_one(db.pool())
-        .await
-        .expect("failed run recorded");
+    let error: Option<String> =
+        sqlx::query_scalar("SELECT error FROM job_runs WHERE status = 'failed'").fetch_one(db.pool()).await.expect("failed run recorded");
     assert!(error.as_deref().is_some_and(|e| e.contains("S3 is unreachable")), "{error:?}");
 
     // A dry run reports without writing or moving the watermark either.
@@ -174,10 +162,8 @@ async fn purge_deletes_only_old_studies_whose_current_version_is_in_a_verified_b
     assert_eq!((purged.candidates, purged.purged, purged.kept_not_backed_up), (10, 9, 1));
     assert!(purged.parts_verified > 0);
     assert_eq!(count(&db, "studies").await, 11);
-    let orphans: i64 = sqlx::query_scalar("SELECT count(*) FROM inference_runs WHERE study_id NOT IN (SELECT id FROM studies)")
-        .fetch_one(db.pool())
-        .await
-        .expect("orphans");
+    let orphans: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM inference_runs WHERE study_id NOT IN (SELECT id FROM studies)").fetch_one(db.pool()).await.expect("orphans");
     assert_eq!(orphans, 0, "children go with their study");
 
     // Nothing was lost: the next backup plus the earlier one restore the
@@ -191,10 +177,7 @@ async fn purge_deletes_only_old_studies_whose_current_version_is_in_a_verified_b
 
     // A damaged backup: the purge refuses before deleting anything.
     let part = store.list("rds-backups/").await.expect("list").into_iter().find(|o| o.key.contains("/studies/")).expect("part");
-    store
-        .put(&cxr_platform::storage::s3::ObjectKey::new(part.key).expect("key"), b"damaged".to_vec(), "application/octet-stream")
-        .await
-        .expect("damage");
+    store.put(&cxr_platform::storage::s3::ObjectKey::new(part.key).expect("key"), b"damaged".to_vec(), "application/octet-stream").await.expect("damage");
     sqlx::query("UPDATE studies SET created_at = now() - interval '400 days'").execute(db.pool()).await.expect("age all");
     let refused = run_purge(&db, &store, "rds-backups", &year).await;
     assert!(matches!(refused, Err(PurgeError::Verify(RestoreError::Checksum { .. }))), "{refused:?}");

@@ -81,16 +81,10 @@ async fn a_dry_run_leaves_a_dead_run_for_the_next_real_run_to_resume() {
     let options = cxr_backup::export::BackupOptions { prefix: "rds-backups".into(), chunk_studies: 10, dry_run: true, time_budget: None };
     let dry = cxr_backup::export::run_backup(&db, &store, &options).await.expect("dry run");
     assert_eq!(dry.resumed_from, None);
-    let status: String = sqlx::query_scalar("SELECT status::text FROM job_runs WHERE id = $1")
-        .bind(dead.id)
-        .fetch_one(db.pool())
-        .await
-        .expect("status");
+    let status: String = sqlx::query_scalar("SELECT status::text FROM job_runs WHERE id = $1").bind(dead.id).fetch_one(db.pool()).await.expect("status");
     assert_eq!(status, "running", "a dry run does not take over a real run");
 
-    let real = cxr_backup::export::run_backup(&db, &store, &cxr_backup::export::BackupOptions { dry_run: false, ..options })
-        .await
-        .expect("real run");
+    let real = cxr_backup::export::run_backup(&db, &store, &cxr_backup::export::BackupOptions { dry_run: false, ..options }).await.expect("real run");
     assert_eq!(real.resumed_from, Some(dead.id));
     assert_eq!(real.rows["studies"], 3);
 }
@@ -102,12 +96,7 @@ async fn a_run_out_of_time_hands_over_and_the_next_runs_finish_its_window() {
     let store = stack.fresh_bucket().await;
     seed(&db, 25, 1).await.expect("seed");
     // A budget spent at once: each run writes one chunk, then hands over.
-    let options = cxr_backup::export::BackupOptions {
-        prefix: "rds-backups".into(),
-        chunk_studies: 10,
-        dry_run: false,
-        time_budget: Some(Duration::ZERO),
-    };
+    let options = cxr_backup::export::BackupOptions { prefix: "rds-backups".into(), chunk_studies: 10, dry_run: false, time_budget: Some(Duration::ZERO) };
     let mut reports = Vec::new();
     loop {
         let report = cxr_backup::export::run_backup(&db, &store, &options).await.expect("run");
@@ -123,10 +112,7 @@ async fn a_run_out_of_time_hands_over_and_the_next_runs_finish_its_window() {
     assert_eq!(reports.len(), 3);
     assert_eq!(reports.iter().map(|r| r.resumed_from.is_some()).collect::<Vec<_>>(), [false, true, true]);
     assert_eq!(reports[2].rows["studies"], 25, "the checkpoint carries the totals across runs");
-    let statuses: Vec<String> = sqlx::query_scalar("SELECT status::text FROM job_runs ORDER BY id")
-        .fetch_all(db.pool())
-        .await
-        .expect("runs");
+    let statuses: Vec<String> = sqlx::query_scalar("SELECT status::text FROM job_runs ORDER BY id").fetch_all(db.pool()).await.expect("runs");
     assert_eq!(statuses, ["handed_over", "handed_over", "succeeded"]);
 
     let restored = stack.fresh_database().await;

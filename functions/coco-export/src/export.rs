@@ -199,11 +199,8 @@ async fn export(
         tx.commit().await?;
         checkpoint.studies_changed += ids.len() as u64;
 
-        let outcomes: Vec<Outcome> = futures::stream::iter(studies)
-            .map(|study| export_study(images, mart, key, options, study))
-            .buffered(CONCURRENT_IMAGES)
-            .try_collect()
-            .await?;
+        let outcomes: Vec<Outcome> =
+            futures::stream::iter(studies).map(|study| export_study(images, mart, key, options, study)).buffered(CONCURRENT_IMAGES).try_collect().await?;
         for outcome in outcomes {
             match outcome {
                 Outcome::Exported { bytes, annotations, detections } => {
@@ -246,11 +243,7 @@ struct StudyRow {
 
 /// The exportable studies among `ids` (annotated with the VinBigData set,
 /// image read), with their annotations and, if asked, model boxes.
-async fn read_chunk(
-    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
-    ids: &[i64],
-    options: &ExportOptions,
-) -> Result<Vec<StudyToExport>, sqlx::Error> {
+async fn read_chunk(tx: &mut sqlx::Transaction<'static, sqlx::Postgres>, ids: &[i64], options: &ExportOptions) -> Result<Vec<StudyToExport>, sqlx::Error> {
     let rows: Vec<StudyRow> = sqlx::query_as(&format!(
         "SELECT id, public_id, s3_bucket, s3_key, media_type, width, height, updated_at
            FROM studies s WHERE id = ANY($1) AND {EXPORTABLE} ORDER BY id"
@@ -271,14 +264,7 @@ async fn read_chunk(
     for (id, study_id, label, x, y, w, h) in boxes {
         let Some(category_id) = coco::category_id(&label) else { continue };
         let bbox = [f64::from(x), f64::from(y), f64::from(w), f64::from(h)];
-        annotations.entry(study_id).or_default().push(Annotation {
-            id,
-            image_id: study_id,
-            category_id,
-            bbox,
-            area: bbox[2] * bbox[3],
-            iscrowd: 0,
-        });
+        annotations.entry(study_id).or_default().push(Annotation { id, image_id: study_id, category_id, bbox, area: bbox[2] * bbox[3], iscrowd: 0 });
     }
 
     let mut detections: BTreeMap<i64, Vec<Detection>> = BTreeMap::new();
@@ -406,12 +392,8 @@ async fn assemble(db: &Database, mart: &DataMart, options: &ExportOptions, repor
     // Studies still in the data lake that no longer qualify leave the mart;
     // studies purged from the lake (kept in its backups) stay.
     let ids: Vec<i64> = fragments.iter().map(|f| f.image.id).collect();
-    let stale: Vec<(i64, String)> = sqlx::query_as(&format!(
-        "SELECT id, media_type FROM studies s WHERE id = ANY($1) AND NOT ({EXPORTABLE})"
-    ))
-    .bind(&ids)
-    .fetch_all(db.pool())
-    .await?;
+    let stale: Vec<(i64, String)> =
+        sqlx::query_as(&format!("SELECT id, media_type FROM studies s WHERE id = ANY($1) AND NOT ({EXPORTABLE})")).bind(&ids).fetch_all(db.pool()).await?;
     for (id, media_type) in &stale {
         if let Ok(media_type) = media_type.parse::<MediaType>() {
             remove_study(mart, *id, media_type).await?;
@@ -466,9 +448,7 @@ async fn assemble(db: &Database, mart: &DataMart, options: &ExportOptions, repor
 }
 
 fn coco_file(fragments: &[&Fragment], newest: Option<OffsetDateTime>) -> CocoFile {
-    let date_created = newest
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_default();
+    let date_created = newest.and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok()).unwrap_or_default();
     let mut annotations: Vec<Annotation> = fragments.iter().flat_map(|f| f.annotations.iter().cloned()).collect();
     annotations.sort_by_key(|a| a.id);
     CocoFile {

@@ -118,12 +118,7 @@ impl DataMart {
             Self::S3 { store, prefix } => {
                 let full = join(prefix, &format!("{dir}/"));
                 let strip = join(prefix, "");
-                store
-                    .list(&full)
-                    .await?
-                    .into_iter()
-                    .filter_map(|o| o.key.strip_prefix(&strip).map(|k| k.trim_start_matches('/').to_owned()))
-                    .collect()
+                store.list(&full).await?.into_iter().filter_map(|o| o.key.strip_prefix(&strip).map(|k| k.trim_start_matches('/').to_owned())).collect()
             }
             Self::Local { root } => {
                 let folder = root.join(dir);
@@ -171,10 +166,7 @@ mod tests {
 
     #[test]
     fn destinations_parse() {
-        assert_eq!(
-            Destination::parse("s3://mart-bucket/coco/v1/").expect("s3"),
-            Destination::S3 { bucket: "mart-bucket".into(), prefix: "coco/v1".into() }
-        );
+        assert_eq!(Destination::parse("s3://mart-bucket/coco/v1/").expect("s3"), Destination::S3 { bucket: "mart-bucket".into(), prefix: "coco/v1".into() });
         assert_eq!(Destination::parse("s3://mart-bucket").expect("s3"), Destination::S3 { bucket: "mart-bucket".into(), prefix: String::new() });
         assert_eq!(Destination::parse("file:///srv/mart").expect("file"), Destination::Local("/srv/mart".into()));
         assert_eq!(Destination::parse("./mart").expect("path"), Destination::Local("./mart".into()));

@@ -16,14 +16,7 @@ use cxr_platform::testing::{LocalStack, identifiable_dicom, kill_at_checkpoint, 
 const SECRET: &str = "test-deidentify-secret";
 
 fn options() -> ExportOptions {
-    ExportOptions {
-        chunk_studies: 7,
-        validation_percent: 0,
-        include_model_boxes: false,
-        model_score_threshold: 0.5,
-        dry_run: false,
-        time_budget: None,
-    }
+    ExportOptions { chunk_studies: 7, validation_percent: 0, include_model_boxes: false, model_score_threshold: 0.5, dry_run: false, time_budget: None }
 }
 
 /// `studies` seeded studies (every 4th annotated) whose images are in a
@@ -35,10 +28,7 @@ async fn lake_with_images(db: &Database, studies: i64) -> (ObjectStore, i64) {
     seed(db, studies, 2).await.expect("seed");
     let store = stack.fresh_bucket().await;
     sqlx::query("UPDATE studies SET s3_bucket = $1").bind(store.bucket()).execute(db.pool()).await.expect("bucket");
-    let annotated: Vec<i64> = sqlx::query_scalar("SELECT DISTINCT study_id FROM annotations ORDER BY study_id")
-        .fetch_all(db.pool())
-        .await
-        .expect("annotated");
+    let annotated: Vec<i64> = sqlx::query_scalar("SELECT DISTINCT study_id FROM annotations ORDER BY study_id").fetch_all(db.pool()).await.expect("annotated");
     let (dicom, missing) = (annotated[0], annotated[1]);
     sqlx::query("UPDATE studies SET media_type = 'application/dicom', s3_key = replace(s3_key, '.png', '.dcm') WHERE id = $1")
         .bind(dicom)
@@ -198,10 +188,9 @@ async fn incremental_runs_rewrite_only_what_changed_and_drop_what_lost_its_annot
     let after = listing(mart_bucket.clone()).await;
     assert!(!after.iter().any(|k| k.contains(&format!("{lost:010}"))), "the study without annotations left the mart");
     assert!(after.iter().any(|k| k.contains(&format!("images/{gained:010}.png"))));
-    let file: CocoFile = serde_json::from_slice(
-        &mart_bucket.get(&ObjectKey::new("coco/annotations/instances_all.json").expect("key"), 1 << 20).await.expect("get").bytes,
-    )
-    .expect("COCO");
+    let file: CocoFile =
+        serde_json::from_slice(&mart_bucket.get(&ObjectKey::new("coco/annotations/instances_all.json").expect("key"), 1 << 20).await.expect("get").bytes)
+            .expect("COCO");
     assert!(file.images.iter().any(|i| i.id == gained) && !file.images.iter().any(|i| i.id == lost));
     let cardiomegaly = file.annotations.iter().find(|a| a.image_id == gained).expect("new annotation");
     assert_eq!((cardiomegaly.category_id, cardiomegaly.bbox), (4, [1.0, 2.0, 30.0, 40.0]));

@@ -89,9 +89,7 @@ impl<'a> LocalRelay<'a> {
             if study.s3_bucket != self.images.bucket() {
                 continue;
             }
-            if study.status != StudyStatus::Created
-                && self.attempts.get(&study.s3_key).is_some_and(|at| at.elapsed() < self.retry_after)
-            {
+            if study.status != StudyStatus::Created && self.attempts.get(&study.s3_key).is_some_and(|at| at.elapsed() < self.retry_after) {
                 continue;
             }
             let Some(object) = self.images.head(&ObjectKey::new(study.s3_key.clone())?).await? else { continue };

@@ -100,11 +100,7 @@ impl Inference {
         if let Some(model) = self.current_model()
             && let Some(hit) = self.cached(&facts.sha256, &model).await?
         {
-            let findings = hit
-                .findings
-                .iter()
-                .filter_map(|f| NewFinding::new(f.label.clone(), f.probability, f.bbox, f.source).ok())
-                .collect::<Vec<_>>();
+            let findings = hit.findings.iter().filter_map(|f| NewFinding::new(f.label.clone(), f.probability, f.bbox, f.source).ok()).collect::<Vec<_>>();
             let run = NewInferenceRun {
                 model_name: model.name,
                 model_version: model.version,

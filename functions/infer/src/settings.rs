@@ -35,10 +35,7 @@ impl InferSettings {
             (Some(name), Some(version)) => Some(ModelRef { name, version }),
             (None, None) => None,
             _ => {
-                return Err(ConfigError::Malformed {
-                    name: "MODEL_NAME",
-                    reason: "set MODEL_NAME and MODEL_VERSION together, or neither".into(),
-                });
+                return Err(ConfigError::Malformed { name: "MODEL_NAME", reason: "set MODEL_NAME and MODEL_VERSION together, or neither".into() });
             }
         };
         Ok(Self {

@@ -41,10 +41,8 @@ fn event(bucket: &str, key: &str) -> S3Event {
 }
 
 async fn upload(store: &ObjectStore, db: &Database, media_type: MediaType, body: Vec<u8>) -> cxr_platform::storage::postgres::studies::StudyRecord {
-    let study = db
-        .create_study(&NewStudy { owner: Owner::new("alice").expect("owner"), s3_bucket: store.bucket().to_owned(), media_type })
-        .await
-        .expect("study");
+    let study =
+        db.create_study(&NewStudy { owner: Owner::new("alice").expect("owner"), s3_bucket: store.bucket().to_owned(), media_type }).await.expect("study");
     store.put(&ObjectKey::new(study.s3_key.clone()).expect("key"), body, media_type.as_str()).await.expect("upload");
     study
 }

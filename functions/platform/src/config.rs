@@ -101,20 +101,13 @@ impl PostgresSettings {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let url = env.required("DATABASE_URL", "postgres://user:password@host:5432/database")?;
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-            return Err(ConfigError::Malformed {
-                name: "DATABASE_URL",
-                reason: "must start with postgres:// or postgresql://".into(),
-            });
+            return Err(ConfigError::Malformed { name: "DATABASE_URL", reason: "must start with postgres:// or postgresql://".into() });
         }
         let max_connections = env.parsed_or("DATABASE_MAX_CONNECTIONS", 5u32)?;
         if max_connections == 0 {
             return Err(ConfigError::Malformed { name: "DATABASE_MAX_CONNECTIONS", reason: "must be at least 1".into() });
         }
-        Ok(Self {
-            url: Secret::new(url),
-            max_connections,
-            connect_timeout: env.seconds_or("DATABASE_CONNECT_TIMEOUT_SECS", Duration::from_secs(5))?,
-        })
+        Ok(Self { url: Secret::new(url), max_connections, connect_timeout: env.seconds_or("DATABASE_CONNECT_TIMEOUT_SECS", Duration::from_secs(5))? })
     }
 }
 
@@ -138,15 +131,11 @@ impl S3Settings {
 /// S3's bucket naming rules (the subset that matters for a typo).
 fn validate_bucket_name(name: &'static str, bucket: &str) -> Result<(), ConfigError> {
     let ok_chars = bucket.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
-    let ok_ends = bucket.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
-        && bucket.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric());
+    let ok_ends = bucket.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric()) && bucket.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric());
     if (3..=63).contains(&bucket.len()) && ok_chars && ok_ends {
         Ok(())
     } else {
-        Err(ConfigError::Malformed {
-            name,
-            reason: format!("{bucket:?} is not a valid bucket name (3-63 of a-z 0-9 . -)"),
-        })
+        Err(ConfigError::Malformed { name, reason: format!("{bucket:?} is not a valid bucket name (3-63 of a-z 0-9 . -)") })
     }
 }
 
@@ -159,8 +148,7 @@ pub struct DynamoSettings {
 impl DynamoSettings {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let results_table = env.required("RESULTS_TABLE", "name of the DynamoDB results table")?;
-        let ok = (3..=255).contains(&results_table.len())
-            && results_table.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
+        let ok = (3..=255).contains(&results_table.len()) && results_table.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
         if !ok {
             return Err(ConfigError::Malformed {
                 name: "RESULTS_TABLE",
@@ -187,10 +175,7 @@ impl DocumentDbSettings {
         }
         let database = env.get("DOCUMENTDB_DATABASE").unwrap_or_else(|| "cxr_warehouse".into());
         if database.is_empty() || database.len() > 63 || database.contains(['/', '\\', '.', ' ', '"', '$']) {
-            return Err(ConfigError::Malformed {
-                name: "DOCUMENTDB_DATABASE",
-                reason: format!("{database:?} is not a valid database name"),
-            });
+            return Err(ConfigError::Malformed { name: "DOCUMENTDB_DATABASE", reason: format!("{database:?} is not a valid database name") });
         }
         Ok(Self { uri: Secret::new(uri), database })
     }
@@ -223,10 +208,7 @@ mod tests {
         let e = env(&[("IMAGES_BUCKET", "images"), ("S3_FORCE_PATH_STYLE", "perhaps")]);
         assert!(matches!(S3Settings::from_env(&e), Err(ConfigError::Malformed { name: "S3_FORCE_PATH_STYLE", .. })));
         let e = env(&[("DATABASE_URL", "postgres://x@y/z"), ("DATABASE_CONNECT_TIMEOUT_SECS", "-1")]);
-        assert!(matches!(
-            PostgresSettings::from_env(&e),
-            Err(ConfigError::Malformed { name: "DATABASE_CONNECT_TIMEOUT_SECS", .. })
-        ));
+        assert!(matches!(PostgresSettings::from_env(&e), Err(ConfigError::Malformed { name: "DATABASE_CONNECT_TIMEOUT_SECS", .. })));
     }
 
     #[test]

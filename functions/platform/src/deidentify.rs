@@ -212,14 +212,9 @@ const REPLACE_UID: &[Tag] = &[
 ];
 
 fn deidentify_dicom(bytes: &[u8], key: &UidKey) -> Result<Vec<u8>, DeidentifyError> {
-    let mut file: DefaultDicomObject = OpenFileOptions::new()
-        .read_preamble(ReadPreamble::Auto)
-        .from_reader(Cursor::new(bytes))
-        .map_err(|e| DeidentifyError::InvalidDicom(e.to_string()))?;
-    let burned_in = file
-        .get(tags::BURNED_IN_ANNOTATION)
-        .and_then(|e| e.to_str().ok())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("YES"));
+    let mut file: DefaultDicomObject =
+        OpenFileOptions::new().read_preamble(ReadPreamble::Auto).from_reader(Cursor::new(bytes)).map_err(|e| DeidentifyError::InvalidDicom(e.to_string()))?;
+    let burned_in = file.get(tags::BURNED_IN_ANNOTATION).and_then(|e| e.to_str().ok()).is_some_and(|v| v.trim().eq_ignore_ascii_case("YES"));
     if burned_in {
         return Err(DeidentifyError::BurnedInAnnotation);
     }
@@ -279,8 +274,7 @@ fn clean(object: &mut InMemDicomObject, key: &UidKey) {
 
 /// PNG chunks kept: those needed to show the pixels correctly. Text,
 /// EXIF, timestamps and unknown chunks go.
-const PNG_KEEP: [&[u8; 4]; 13] =
-    [b"IHDR", b"PLTE", b"IDAT", b"IEND", b"tRNS", b"gAMA", b"cHRM", b"sRGB", b"iCCP", b"sBIT", b"pHYs", b"bKGD", b"cICP"];
+const PNG_KEEP: [&[u8; 4]; 13] = [b"IHDR", b"PLTE", b"IDAT", b"IEND", b"tRNS", b"gAMA", b"cHRM", b"sRGB", b"iCCP", b"sBIT", b"pHYs", b"bKGD", b"cICP"];
 
 fn strip_png(bytes: &[u8]) -> Result<Vec<u8>, DeidentifyError> {
     let mut png = img_parts::png::Png::from_bytes(Bytes::copy_from_slice(bytes))

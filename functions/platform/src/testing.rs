@@ -108,13 +108,7 @@ impl LocalStack {
     }
 
     pub fn sdk_config(&self) -> SdkConfig {
-        let credentials = Credentials::new(
-            self.var("AWS_ACCESS_KEY_ID"),
-            self.var("AWS_SECRET_ACCESS_KEY"),
-            None,
-            None,
-            "local-stack",
-        );
+        let credentials = Credentials::new(self.var("AWS_ACCESS_KEY_ID"), self.var("AWS_SECRET_ACCESS_KEY"), None, None, "local-stack");
         SdkConfig::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(self.var("AWS_REGION").to_owned()))
@@ -139,9 +133,7 @@ impl LocalStack {
     }
 
     pub fn dynamodb_client(&self) -> aws_sdk_dynamodb::Client {
-        let config = aws_sdk_dynamodb::config::Builder::from(&self.sdk_config())
-            .endpoint_url(self.var("AWS_ENDPOINT_URL_DYNAMODB"))
-            .build();
+        let config = aws_sdk_dynamodb::config::Builder::from(&self.sdk_config()).endpoint_url(self.var("AWS_ENDPOINT_URL_DYNAMODB")).build();
         aws_sdk_dynamodb::Client::from_conf(config)
     }
 
@@ -155,16 +147,11 @@ impl LocalStack {
 
     /// The URL of a new, empty (unmigrated) database of its own.
     pub async fn fresh_database_url(&self) -> String {
-        let admin = Database::connect(&self.postgres_settings(self.var("DATABASE_URL")))
-            .await
-            .expect("connect to the local PostgreSQL");
+        let admin = Database::connect(&self.postgres_settings(self.var("DATABASE_URL"))).await.expect("connect to the local PostgreSQL");
         let name = unique_name("test_");
         // CREATE DATABASE takes no parameters; the name is generated here
         // (letters, digits, underscores), never taken from input.
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(admin.pool())
-            .await
-            .expect("create test database");
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(admin.pool()).await.expect("create test database");
         admin.pool().close().await;
         replace_database(self.var("DATABASE_URL"), &name)
     }
@@ -198,21 +185,14 @@ impl LocalStack {
 
     /// A warehouse database of its own (created on first write).
     pub async fn fresh_warehouse(&self) -> Warehouse {
-        let settings = DocumentDbSettings {
-            uri: Secret::new(self.var("DOCUMENTDB_URI").to_owned()),
-            database: unique_name("test_"),
-        };
+        let settings = DocumentDbSettings { uri: Secret::new(self.var("DOCUMENTDB_URI").to_owned()), database: unique_name("test_") };
         Warehouse::connect(&settings).await.expect("connect to the local DocumentDB stand-in")
     }
 }
 
 /// The largest value of `field` (a number) in any job run's checkpoint.
 pub async fn job_checkpoint(db: &Database, field: &str) -> i64 {
-    sqlx::query_scalar("SELECT COALESCE(max((checkpoint->>$1)::bigint), 0) FROM job_runs")
-        .bind(field)
-        .fetch_one(db.pool())
-        .await
-        .expect("checkpoint")
+    sqlx::query_scalar("SELECT COALESCE(max((checkpoint->>$1)::bigint), 0) FROM job_runs").bind(field).fetch_one(db.pool()).await.expect("checkpoint")
 }
 
 /// Kills `child` with SIGKILL once a job run's checkpoint `field` reaches
@@ -333,12 +313,10 @@ pub async fn seed(db: &Database, studies: i64, findings_per_study: i64) -> Resul
 /// for comparing a restored database with its source.
 pub async fn table_fingerprint(db: &Database, table: &str, order_by: &str) -> (i64, String) {
     // Table and column names come from the test, never from input.
-    sqlx::query_as(&format!(
-        "SELECT count(*), md5(COALESCE(string_agg(t::text, '|' ORDER BY {order_by}), '')) FROM {table} t"
-    ))
-    .fetch_one(db.pool())
-    .await
-    .expect("fingerprint")
+    sqlx::query_as(&format!("SELECT count(*), md5(COALESCE(string_agg(t::text, '|' ORDER BY {order_by}), '')) FROM {table} t"))
+        .fetch_one(db.pool())
+        .await
+        .expect("fingerprint")
 }
 
 /// DICOM and image fixtures for de-identification and export tests.
@@ -375,11 +353,7 @@ mod fixtures {
             DataElement::new(Tag(0x0009, 0x1001), VR::LO, PrimitiveValue::from("private patient id")),
             DataElement::new(Tag(0x6000, 0x3000), VR::OW, dicom_core::dicom_value!(U16, [0, 1])),
         ]);
-        object.put(DataElement::new(
-            tags::REFERENCED_IMAGE_SEQUENCE,
-            VR::SQ,
-            DataSetSequence::from(vec![nested]),
-        ));
+        object.put(DataElement::new(tags::REFERENCED_IMAGE_SEQUENCE, VR::SQ, DataSetSequence::from(vec![nested])));
         if burned_in {
             object.put(DataElement::new(tags::BURNED_IN_ANNOTATION, VR::CS, PrimitiveValue::from("YES")));
         }
@@ -396,10 +370,9 @@ mod fixtures {
 
     /// A 1x1 grey PNG.
     pub const TINY_PNG: &[u8] = &[
-        0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A, 0x00, 0x00, 0x00, 0x0D, 0x49, 0x48, 0x44, 0x52, 0x00, 0x00, 0x00, 0x01,
-        0x00, 0x00, 0x00, 0x01, 0x08, 0x00, 0x00, 0x00, 0x00, 0x3A, 0x7E, 0x9B, 0x55, 0x00, 0x00, 0x00, 0x0A, 0x49, 0x44, 0x41,
-        0x54, 0x08, 0xD7, 0x63, 0x60, 0x00, 0x00, 0x00, 0x02, 0x00, 0x01, 0xE2, 0x21, 0xBC, 0x33, 0x00, 0x00, 0x00, 0x00, 0x49,
-        0x45, 0x4E, 0x44, 0xAE, 0x42, 0x60, 0x82,
+        0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A, 0x00, 0x00, 0x00, 0x0D, 0x49, 0x48, 0x44, 0x52, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x08,
+        0x00, 0x00, 0x00, 0x00, 0x3A, 0x7E, 0x9B, 0x55, 0x00, 0x00, 0x00, 0x0A, 0x49, 0x44, 0x41, 0x54, 0x08, 0xD7, 0x63, 0x60, 0x00, 0x00, 0x00, 0x02, 0x00,
+        0x01, 0xE2, 0x21, 0xBC, 0x33, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4E, 0x44, 0xAE, 0x42, 0x60, 0x82,
     ];
 
     /// [`TINY_PNG`] with a tEXt chunk carrying `text`.

@@ -19,13 +19,7 @@ struct StudyDoc {
 }
 
 fn study(id: &str, labels: &[&str], revision: i32) -> StudyDoc {
-    StudyDoc {
-        id: id.into(),
-        owner: "alice".into(),
-        labels: labels.iter().map(|l| l.to_string()).collect(),
-        accession: Some(format!("ACC-{id}")),
-        revision,
-    }
+    StudyDoc { id: id.into(), owner: "alice".into(), labels: labels.iter().map(|l| l.to_string()).collect(), accession: Some(format!("ACC-{id}")), revision }
 }
 
 #[tokio::test]
@@ -46,9 +40,8 @@ async fn upserts_are_idempotent() {
 async fn bulk_upserts_span_batches_and_rerun_to_the_same_collection() {
     let warehouse = LocalStack::get().fresh_warehouse().await;
     let studies = warehouse.collection::<StudyDoc>("studies");
-    let docs: Vec<(String, StudyDoc)> = (0..1203)
-        .map(|i| (format!("s{i:05}"), study(&format!("s{i:05}"), if i % 3 == 0 { &["Nodule"] } else { &["ILD"] }, 1)))
-        .collect();
+    let docs: Vec<(String, StudyDoc)> =
+        (0..1203).map(|i| (format!("s{i:05}"), study(&format!("s{i:05}"), if i % 3 == 0 { &["Nodule"] } else { &["ILD"] }, 1))).collect();
     let first = studies.upsert_many(&docs).await.expect("bulk");
     assert_eq!(first, UpsertCounts { inserted: 1203, matched: 0, modified: 0 });
     let again = studies.upsert_many(&docs).await.expect("rerun");

@@ -15,14 +15,7 @@ struct Result_ {
 }
 
 fn item(pk: &str, sk: &str, version: u64, status: &str) -> Result_ {
-    Result_ {
-        pk: pk.into(),
-        sk: sk.into(),
-        version,
-        status: status.into(),
-        probabilities: vec![0.25, 0.5],
-        heatmap_key: None,
-    }
+    Result_ { pk: pk.into(), sk: sk.into(), version, status: status.into(), probabilities: vec![0.25, 0.5], heatmap_key: None }
 }
 
 #[tokio::test]
@@ -112,9 +105,7 @@ async fn missing_table_and_unreachable_server_are_clear_errors() {
         other => panic!("expected TableNotFound, got {other:?}"),
     }
 
-    let config = aws_sdk_dynamodb::config::Builder::from(&stack.sdk_config())
-        .endpoint_url(format!("http://127.0.0.1:{}", closed_port()))
-        .build();
+    let config = aws_sdk_dynamodb::config::Builder::from(&stack.sdk_config()).endpoint_url(format!("http://127.0.0.1:{}", closed_port())).build();
     let down = DynamoTable::from_client(aws_sdk_dynamodb::Client::from_conf(config), "results");
     match down.put(&item("a", "b", 1, "x")).await {
         Err(e @ DynamoError::Unavailable(_)) => assert!(e.to_string().contains("unreachable")),

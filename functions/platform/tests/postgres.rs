@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use cxr_platform::config::Secret;
 use cxr_platform::config::PostgresSettings;
+use cxr_platform::config::Secret;
 use cxr_platform::domain::{LabelSets, MediaType, Owner, PixelBox, Sha256Digest, StudyStatus};
 use cxr_platform::storage::postgres::studies::{FindingSource, ImageFacts, NewAnnotation, NewFinding, NewInferenceRun, NewStudy};
 use cxr_platform::storage::postgres::{Database, DbError, MIGRATOR};
@@ -15,9 +15,7 @@ fn owner(name: &str) -> Owner {
 }
 
 async fn new_study(db: &Database, who: &str) -> cxr_platform::storage::postgres::studies::StudyRecord {
-    db.create_study(&NewStudy { owner: owner(who), s3_bucket: "cxr-images".into(), media_type: MediaType::Png })
-        .await
-        .expect("create study")
+    db.create_study(&NewStudy { owner: owner(who), s3_bucket: "cxr-images".into(), media_type: MediaType::Png }).await.expect("create study")
 }
 
 fn facts() -> ImageFacts {
@@ -40,16 +38,10 @@ async fn migrations_are_idempotent_and_label_sets_are_synced() {
     assert_eq!(db.applied_migration_version().await.expect("version"), expected);
 
     let counts: Vec<(String, i64)> =
-        sqlx::query_as("SELECT label_set, count(*) FROM labels GROUP BY label_set ORDER BY label_set")
-            .fetch_all(db.pool())
-            .await
-            .expect("count labels");
+        sqlx::query_as("SELECT label_set, count(*) FROM labels GROUP BY label_set ORDER BY label_set").fetch_all(db.pool()).await.expect("count labels");
     assert_eq!(counts, [("torchxrayvision-all".to_owned(), 18), ("vinbigdata".to_owned(), 14)]);
-    let first: String = sqlx::query_scalar("SELECT name FROM labels WHERE label_set = $1 AND position = 0")
-        .bind("vinbigdata")
-        .fetch_one(db.pool())
-        .await
-        .expect("label 0");
+    let first: String =
+        sqlx::query_scalar("SELECT name FROM labels WHERE label_set = $1 AND position = 0").bind("vinbigdata").fetch_one(db.pool()).await.expect("label 0");
     assert_eq!(first, LabelSets::builtin().vinbigdata().labels[0]);
 }
 
@@ -63,16 +55,12 @@ async fn label_sync_renumbers_and_keeps_labels_in_use() {
     // A new version of the set: reordered, "ILD" dropped, a label added.
     let json = r#"{"label_sets":[{"name":"vinbigdata","description":"v2","labels":["Atelectasis","Aortic enlargement","New thing"]}]}"#;
     db.sync_label_sets(&LabelSets::parse(json).expect("valid")).await.expect("sync");
-    let rows: Vec<(String, i16)> =
-        sqlx::query_as("SELECT name, position FROM labels WHERE label_set = 'vinbigdata' AND position < 3 ORDER BY position")
-            .fetch_all(db.pool())
-            .await
-            .expect("labels");
-    assert_eq!(rows, [("Atelectasis".into(), 0), ("Aortic enlargement".into(), 1), ("New thing".into(), 2)]);
-    let ild: i64 = sqlx::query_scalar("SELECT count(*) FROM labels WHERE label_set = 'vinbigdata' AND name = 'ILD'")
-        .fetch_one(db.pool())
+    let rows: Vec<(String, i16)> = sqlx::query_as("SELECT name, position FROM labels WHERE label_set = 'vinbigdata' AND position < 3 ORDER BY position")
+        .fetch_all(db.pool())
         .await
-        .expect("count");
+        .expect("labels");
+    assert_eq!(rows, [("Atelectasis".into(), 0), ("Aortic enlargement".into(), 1), ("New thing".into(), 2)]);
+    let ild: i64 = sqlx::query_scalar("SELECT count(*) FROM labels WHERE label_set = 'vinbigdata' AND name = 'ILD'").fetch_one(db.pool()).await.expect("count");
     assert_eq!(ild, 1, "a label that annotations use is kept");
 }
 
@@ -115,8 +103,7 @@ async fn an_inference_is_stored_whole_or_not_at_all() {
     };
     let findings = vec![
         NewFinding::new("Cardiomegaly", 0.91, None, FindingSource::Model).expect("finding"),
-        NewFinding::new("Cardiomegaly", 0.91, Some(PixelBox::new(100.0, 200.0, 300.0, 250.0).expect("box")), FindingSource::Cam)
-            .expect("finding"),
+        NewFinding::new("Cardiomegaly", 0.91, Some(PixelBox::new(100.0, 200.0, 300.0, 250.0).expect("box")), FindingSource::Cam).expect("finding"),
         NewFinding::new("Effusion", 0.12, None, FindingSource::Model).expect("finding"),
     ];
     assert!(NewFinding::new("x", 1.5, None, FindingSource::Model).is_err());
@@ -210,11 +197,7 @@ async fn job_runs_record_watermarks_and_failures() {
     let dry = db.start_job_run("backup", true, Some(to), Some(later)).await.expect("start");
     db.finish_job_run(&dry, &serde_json::json!({})).await.expect("finish");
     assert_eq!(db.last_job_watermark("backup").await.expect("read"), Some(stored));
-    let error: Option<String> = sqlx::query_scalar("SELECT error FROM job_runs WHERE id = $1")
-        .bind(failed.id)
-        .fetch_one(db.pool())
-        .await
-        .expect("read");
+    let error: Option<String> = sqlx::query_scalar("SELECT error FROM job_runs WHERE id = $1").bind(failed.id).fetch_one(db.pool()).await.expect("read");
     assert_eq!(error.as_deref(), Some("S3 unreachable"));
 }
 

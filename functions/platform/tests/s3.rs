@@ -80,10 +80,7 @@ async fn missing_objects_and_limits() {
 async fn presigned_put_is_bound_to_key_content_type_and_length() {
     let store = LocalStack::get().fresh_bucket().await;
     let body = b"\x89PNG\r\n\x1a\n0123456789".to_vec();
-    let url = store
-        .presign_put(&key("studies/x/original.png"), "image/png", body.len() as u64, Duration::from_secs(300))
-        .await
-        .expect("presign");
+    let url = store.presign_put(&key("studies/x/original.png"), "image/png", body.len() as u64, Duration::from_secs(300)).await.expect("presign");
     assert_eq!(url.method, "PUT");
     assert!(url.headers.iter().any(|(n, v)| n.eq_ignore_ascii_case("content-type") && v == "image/png"), "{url:?}");
 

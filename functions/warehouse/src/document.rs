@@ -206,10 +206,7 @@ fn study_document(study: StudyRow, inference_runs: Vec<InferenceRunDocument>, an
     for run in &inference_runs {
         latest.insert((&run.model_name, &run.model_version), run);
     }
-    let predicted: BTreeSet<String> = latest
-        .values()
-        .flat_map(|run| run.findings.iter().filter(|f| f.positive).map(|f| f.label.clone()))
-        .collect();
+    let predicted: BTreeSet<String> = latest.values().flat_map(|run| run.findings.iter().filter(|f| f.positive).map(|f| f.label.clone())).collect();
     let models: BTreeSet<String> = inference_runs.iter().map(|r| format!("{}@{}", r.model_name, r.model_version)).collect();
     StudyDocument {
         id: study.public_id.to_string(),
@@ -240,9 +237,7 @@ fn study_document(study: StudyRow, inference_runs: Vec<InferenceRunDocument>, an
 
 fn run_document(run: &RunRow, mut findings: Vec<FindingRow>) -> InferenceRunDocument {
     findings.sort_by_key(|f| f.id);
-    let threshold = |label: &str| {
-        run.thresholds.get(label).and_then(serde_json::Value::as_f64).map_or(DEFAULT_THRESHOLD, |t| t as f32)
-    };
+    let threshold = |label: &str| run.thresholds.get(label).and_then(serde_json::Value::as_f64).map_or(DEFAULT_THRESHOLD, |t| t as f32);
     InferenceRunDocument {
         run_id: run.id,
         model_name: run.model_name.clone(),
@@ -334,7 +329,7 @@ mod tests {
             studies: vec![study(2), study(1)],
             runs: vec![run(11, 1, "1"), run(12, 1, "2")],
             findings: vec![
-                finding(103, 12, "Effusion", 0.35),   // above its 0.3 threshold
+                finding(103, 12, "Effusion", 0.35),    // above its 0.3 threshold
                 finding(102, 12, "Cardiomegaly", 0.4), // below the default 0.5
                 finding(101, 11, "Nodule", 0.9),
             ],

@@ -53,11 +53,7 @@ impl WarehouseJob {
     }
 
     pub async fn run(&self, run: ScheduledRun) -> Result<load::LoadReport, load::LoadError> {
-        let options = load::LoadOptions {
-            chunk_studies: self.settings.chunk_studies,
-            dry_run: run.dry_run,
-            time_budget: Some(run.time_budget),
-        };
+        let options = load::LoadOptions { chunk_studies: self.settings.chunk_studies, dry_run: run.dry_run, time_budget: Some(run.time_budget) };
         load::run_load(&self.db, &self.collection, &options).await
     }
 }

@@ -83,18 +83,12 @@ pub async fn ensure_indexes(collection: &DocumentCollection<StudyDocument>) -> R
     collection.ensure_index("labels_annotated", doc! { "labels.annotated": 1 }, false).await?;
     collection.ensure_index("created_at", doc! { "created_at": -1 }, false).await?;
     collection.ensure_index("updated_at", doc! { "updated_at": -1 }, false).await?;
-    collection
-        .ensure_index("model_version", doc! { "inference_runs.model_name": 1, "inference_runs.model_version": 1 }, false)
-        .await?;
+    collection.ensure_index("model_version", doc! { "inference_runs.model_name": 1, "inference_runs.model_version": 1 }, false).await?;
     collection.ensure_index("owner_created_at", doc! { "owner": 1, "created_at": -1 }, false).await?;
     Ok(())
 }
 
-pub async fn run_load(
-    db: &Database,
-    collection: &DocumentCollection<StudyDocument>,
-    options: &LoadOptions,
-) -> Result<LoadReport, LoadError> {
+pub async fn run_load(db: &Database, collection: &DocumentCollection<StudyDocument>, options: &LoadOptions) -> Result<LoadReport, LoadError> {
     let mut job = Job::begin(db, JOB_NAME, options.dry_run).await?;
     if let Some(budget) = options.time_budget {
         job.set_time_budget(budget);

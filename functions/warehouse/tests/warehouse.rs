@@ -46,11 +46,10 @@ async fn first_incremental_and_unchanged_runs() {
     assert_eq!(studies.count(doc! {}).await.expect("count"), 53, "every study, with children or not");
 
     // The document nests the study's rows.
-    let (id, public_id): (i64, uuid::Uuid) =
-        sqlx::query_as("SELECT id, public_id FROM studies WHERE status = 'done' AND id % 4 = 0 ORDER BY id LIMIT 1")
-            .fetch_one(db.pool())
-            .await
-            .expect("a study with annotations");
+    let (id, public_id): (i64, uuid::Uuid) = sqlx::query_as("SELECT id, public_id FROM studies WHERE status = 'done' AND id % 4 = 0 ORDER BY id LIMIT 1")
+        .fetch_one(db.pool())
+        .await
+        .expect("a study with annotations");
     let document = studies.get(public_id.to_string()).await.expect("get").expect("document");
     assert_eq!(document.study_id, id);
     assert_eq!(document.inference_runs.len(), 1);
@@ -87,13 +86,8 @@ async fn indexes_for_label_date_and_model_version() {
     let warehouse = stack.fresh_warehouse().await;
     seed(&db, 2, 1).await.expect("seed");
     run_load(&db, &warehouse.collection("studies"), &options(10)).await.expect("load");
-    let names = warehouse
-        .client()
-        .database(warehouse.database_name())
-        .collection::<mongodb::bson::Document>("studies")
-        .list_index_names()
-        .await
-        .expect("list indexes");
+    let names =
+        warehouse.client().database(warehouse.database_name()).collection::<mongodb::bson::Document>("studies").list_index_names().await.expect("list indexes");
     for name in ["labels_predicted", "labels_annotated", "created_at", "model_version"] {
         assert!(names.contains(&name.to_owned()), "{name} missing from {names:?}");
     }
@@ -111,19 +105,14 @@ async fn a_failed_or_skipped_run_loses_nothing_and_a_dry_run_writes_nothing() {
     // A write the warehouse refuses (a document squatting on a unique key
     // one new study needs): the run fails, says why, keeps the watermark.
     seed(&db, 4, 1).await.expect("more");
-    let key: String = sqlx::query_scalar("SELECT s3_key FROM studies ORDER BY id DESC LIMIT 1")
-        .fetch_one(db.pool())
-        .await
-        .expect("newest study");
+    let key: String = sqlx::query_scalar("SELECT s3_key FROM studies ORDER BY id DESC LIMIT 1").fetch_one(db.pool()).await.expect("newest study");
     let raw = warehouse.collection::<mongodb::bson::Document>("studies");
     raw.ensure_index("image_key", doc! { "image.key": 1 }, true).await.expect("unique index");
     raw.insert(&doc! { "_id": "squatter", "image": { "key": &key } }).await.expect("squatter");
     let failed = run_load(&db, &studies, &options(100)).await;
     assert!(matches!(failed, Err(LoadError::Write(_))), "{failed:?}");
-    let error: Option<String> = sqlx::query_scalar("SELECT error FROM job_runs WHERE status = 'failed'")
-        .fetch_one(db.pool())
-        .await
-        .expect("failed run recorded");
+    let error: Option<String> =
+        sqlx::query_scalar("SELECT error FROM job_runs WHERE status = 'failed'").fetch_one(db.pool()).await.expect("failed run recorded");
     assert!(error.as_deref().is_some_and(|e| e.contains("writing the warehouse")), "{error:?}");
 
     // A dry run reports and writes nothing.
@@ -178,11 +167,7 @@ async fn out_of_time_runs_hand_over_until_the_window_is_loaded() {
 
 fn warehouse_command(database_url: &str, warehouse: &Warehouse) -> tokio::process::Command {
     let mut command = LocalStack::get().command(env!("CARGO_BIN_EXE_warehouse"));
-    command
-        .arg("run")
-        .env("DATABASE_URL", database_url)
-        .env("DOCUMENTDB_DATABASE", warehouse.database_name())
-        .env("WAREHOUSE_CHUNK_STUDIES", "1");
+    command.arg("run").env("DATABASE_URL", database_url).env("DOCUMENTDB_DATABASE", warehouse.database_name()).env("WAREHOUSE_CHUNK_STUDIES", "1");
     command
 }
 

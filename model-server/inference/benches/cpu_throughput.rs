@@ -40,7 +40,8 @@ impl Row {
 }
 
 fn main() {
-    let threads = std::env::var("BENCH_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let threads =
+        std::env::var("BENCH_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     // candle's CPU kernels size their thread pool from RAYON_NUM_THREADS;
     // set before the first kernel runs.
     // SAFETY: single-threaded at this point (no kernel has run yet).
@@ -50,8 +51,11 @@ fn main() {
     let device = Device::Cpu;
 
     let mut rows = Vec::new();
-    let densenet = DenseNet121::new(1, 18, VarBuilder::from_backend(Box::new(FormulaWeights { stems: vec!["features.conv0.weight".into()] }), DType::F32, device.clone())).expect("densenet");
-    let resnet = ResNet50::new(3, 1, Some(256), VarBuilder::from_backend(Box::new(FormulaWeights { stems: vec![] }), DType::F32, device.clone())).expect("resnet");
+    let densenet =
+        DenseNet121::new(1, 18, VarBuilder::from_backend(Box::new(FormulaWeights { stems: vec!["features.conv0.weight".into()] }), DType::F32, device.clone()))
+            .expect("densenet");
+    let resnet =
+        ResNet50::new(3, 1, Some(256), VarBuilder::from_backend(Box::new(FormulaWeights { stems: vec![] }), DType::F32, device.clone())).expect("resnet");
     for (name, channels) in [("densenet121", 1usize), ("resnet50", 3)] {
         for (&batch, &count) in batches.iter().zip(&iterations) {
             let x = Tensor::rand(-1f32, 1f32, (batch, channels, 224, 224), &device).expect("input");
@@ -77,7 +81,11 @@ fn main() {
     if let Ok(python) = std::env::var("BENCH_TORCH_PYTHON") {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../bench_torch.py");
         let join = |v: &[usize]| v.iter().map(usize::to_string).collect::<Vec<_>>().join(",");
-        match Command::new(&python).arg(script).args(["--threads", &threads.to_string(), "--batches", &join(&batches), "--iterations", &join(&iterations)]).output() {
+        match Command::new(&python)
+            .arg(script)
+            .args(["--threads", &threads.to_string(), "--batches", &join(&batches), "--iterations", &join(&iterations)])
+            .output()
+        {
             Ok(output) if output.status.success() => {
                 for line in String::from_utf8_lossy(&output.stdout).lines() {
                     let Ok(json) = serde_json::from_str::<serde_json::Value>(line) else { continue };
@@ -100,6 +108,15 @@ fn main() {
     for row in &rows {
         let reference = rows.iter().find(|r| r.model == row.model.replace("candle", "pytorch") && r.batch == row.batch && row.model.starts_with("candle"));
         let ratio = reference.map(|r| format!("{:.2}", row.images_per_second() / r.images_per_second())).unwrap_or_default();
-        println!("| {} | {} | {:.1} | {:.0} | {:.0} | {} | {} |", row.model, row.batch, row.images_per_second(), row.percentile(50.0), row.percentile(99.0), row.latencies_ms.len(), ratio);
+        println!(
+            "| {} | {} | {:.1} | {:.0} | {:.0} | {} | {} |",
+            row.model,
+            row.batch,
+            row.images_per_second(),
+            row.percentile(50.0),
+            row.percentile(99.0),
+            row.latencies_ms.len(),
+            ratio
+        );
     }
 }

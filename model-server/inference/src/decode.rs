@@ -91,11 +91,8 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Decoded, DecodeError> {
 }
 
 fn check_size(width: u64, height: u64, limits: &Limits) -> Result<(), DecodeError> {
-    let too_large = width == 0
-        || height == 0
-        || width > u64::from(limits.max_side)
-        || height > u64::from(limits.max_side)
-        || width * height > limits.max_pixels;
+    let too_large =
+        width == 0 || height == 0 || width > u64::from(limits.max_side) || height > u64::from(limits.max_side) || width * height > limits.max_pixels;
     if too_large {
         return Err(DecodeError::TooLarge { width, height, max_side: limits.max_side, max_pixels: limits.max_pixels });
     }
@@ -118,9 +115,7 @@ fn decode_raster(bytes: &[u8], image_format: ImageFormat, format: Format, limits
         DynamicImage::ImageLumaA8(img) => (1, 8, 255.0, img.pixels().map(|p| f32::from(p.0[0])).collect()),
         DynamicImage::ImageLuma16(img) => (1, 16, 65535.0, img.into_raw().into_iter().map(f32::from).collect()),
         DynamicImage::ImageLumaA16(img) => (1, 16, 65535.0, img.pixels().map(|p| f32::from(p.0[0])).collect()),
-        DynamicImage::ImageRgb16(_) | DynamicImage::ImageRgba16(_) => {
-            (3, 16, 65535.0, image.to_rgb16().into_raw().into_iter().map(f32::from).collect())
-        }
+        DynamicImage::ImageRgb16(_) | DynamicImage::ImageRgba16(_) => (3, 16, 65535.0, image.to_rgb16().into_raw().into_iter().map(f32::from).collect()),
         other => (3, 8, 255.0, other.to_rgb8().into_raw().into_iter().map(f32::from).collect()),
     };
     Ok(Decoded { format, pixels: Pixels { width, height, channels, samples, max_value }, bit_depth })
@@ -129,10 +124,7 @@ fn decode_raster(bytes: &[u8], image_format: ImageFormat, format: Format, limits
 fn decode_dicom(bytes: &[u8], limits: &Limits) -> Result<Decoded, DecodeError> {
     let format = Format::Dicom;
     let corrupt = |reason: String| DecodeError::Corrupt { format, reason };
-    let object = OpenFileOptions::new()
-        .read_preamble(ReadPreamble::Auto)
-        .from_reader(Cursor::new(bytes))
-        .map_err(|e| corrupt(e.to_string()))?;
+    let object = OpenFileOptions::new().read_preamble(ReadPreamble::Auto).from_reader(Cursor::new(bytes)).map_err(|e| corrupt(e.to_string()))?;
     let number = |tag| object.get(tag).and_then(|e| e.to_int::<u64>().ok());
     let (rows, columns) = match (number(tags::ROWS), number(tags::COLUMNS)) {
         (Some(rows), Some(columns)) => (rows, columns),

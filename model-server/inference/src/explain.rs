@@ -89,8 +89,7 @@ pub fn to_original(cam: &[f32], grid: usize, window: CropWindow, width: usize, h
             let (x0, y0) = (fx.floor(), fy.floor());
             let (tx, ty) = ((fx - x0) as f32, (fy - y0) as f32);
             let (x0, y0) = (x0 as isize, y0 as isize);
-            values[y * out_w + x] = (1.0 - ty) * ((1.0 - tx) * at(y0, x0) + tx * at(y0, x0 + 1))
-                + ty * ((1.0 - tx) * at(y0 + 1, x0) + tx * at(y0 + 1, x0 + 1));
+            values[y * out_w + x] = (1.0 - ty) * ((1.0 - tx) * at(y0, x0) + tx * at(y0, x0 + 1)) + ty * ((1.0 - tx) * at(y0 + 1, x0) + tx * at(y0 + 1, x0 + 1));
         }
     }
     Heatmap { width: out_w, height: out_h, values, scale }

@@ -19,9 +19,7 @@ pub fn grey_image() -> Pixels {
 /// 200 wide, 300 high, 8-bit RGB (enlarged by both pipelines).
 pub fn rgb_image() -> Pixels {
     let (w, h) = (200usize, 300usize);
-    let samples = (0..h)
-        .flat_map(|y| (0..w).flat_map(move |x| [((x * 3 + y) % 256) as f32, ((x + y * 5) % 256) as f32, ((x * y) % 256) as f32]))
-        .collect();
+    let samples = (0..h).flat_map(|y| (0..w).flat_map(move |x| [((x * 3 + y) % 256) as f32, ((x + y * 5) % 256) as f32, ((x * y) % 256) as f32])).collect();
     Pixels { width: w, height: h, channels: 3, samples, max_value: 255.0 }
 }
 

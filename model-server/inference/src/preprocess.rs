@@ -52,11 +52,7 @@ pub fn xrv_normalize(pixels: &Pixels) -> Plane {
     let normalize = |v: f32| (2.0f32 * (v / pixels.max_value) - 1.0f32) * 1024.0f32;
     let values = match pixels.channels {
         1 => pixels.samples.iter().map(|&v| normalize(v)).collect(),
-        c => pixels
-            .samples
-            .chunks_exact(c)
-            .map(|px| px.iter().map(|&v| normalize(v)).fold(0.0f32, |sum, v| sum + v) / c as f32)
-            .collect(),
+        c => pixels.samples.chunks_exact(c).map(|px| px.iter().map(|&v| normalize(v)).fold(0.0f32, |sum, v| sum + v) / c as f32).collect(),
     };
     Plane { width: pixels.width, height: pixels.height, values }
 }
@@ -166,7 +162,8 @@ pub fn imagenet_input(pixels: &Pixels, resize: usize, crop: usize) -> (Vec<f32>,
     let (w, h) = (pixels.width, pixels.height);
     // transforms.v2.functional.resize with one size: the short side becomes
     // `resize`, the long side int(resize * long / short).
-    let (new_w, new_h) = if w <= h { (resize, (resize as f64 * h as f64 / w as f64) as usize) } else { ((resize as f64 * w as f64 / h as f64) as usize, resize) };
+    let (new_w, new_h) =
+        if w <= h { (resize, (resize as f64 * h as f64 / w as f64) as usize) } else { ((resize as f64 * w as f64 / h as f64) as usize, resize) };
     // center_crop: offsets are Python's round() (half to even).
     let top = ((new_h as f64 - crop as f64) / 2.0).round_ties_even() as usize;
     let left = ((new_w as f64 - crop as f64) / 2.0).round_ties_even() as usize;

@@ -6,7 +6,12 @@ use candle_nn::VarBuilder;
 use cxr_inference::formula_weights::FormulaWeights;
 use cxr_inference::models::{DenseNet121, ResNet50};
 
-fn check(channels: usize, classify: impl Fn(&Tensor) -> candle_core::Result<Tensor>, analytic: impl Fn(&Tensor, usize) -> candle_core::Result<Tensor>, labels: usize) {
+fn check(
+    channels: usize,
+    classify: impl Fn(&Tensor) -> candle_core::Result<Tensor>,
+    analytic: impl Fn(&Tensor, usize) -> candle_core::Result<Tensor>,
+    labels: usize,
+) {
     let device = Device::Cpu;
     // Feature maps with both signs after the head's ReLU matter: use a
     // spread of positive values (post-ReLU maps are non-negative).

@@ -5,9 +5,9 @@
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
+use cxr_inference::fixtures::{grey_image, rgb_image};
 use cxr_inference::formula_weights::FormulaWeights;
 use cxr_inference::models::{DenseNet121, ResNet50, calibrate, sigmoid};
-use cxr_inference::fixtures::{grey_image, rgb_image};
 use cxr_inference::preprocess::{imagenet_input, xrv_input};
 use serde_json::Value;
 
@@ -56,8 +56,7 @@ fn densenet121_matches_torchxrayvision() {
         let x = Tensor::from_vec(input.values.clone(), (1, 1, 224, 224), &device).expect("tensor");
         let logits: Vec<f32> = model.forward(&x).expect("forward").squeeze(0).expect("squeeze").to_vec1().expect("logits");
         assert_close(&format!("{case} logits"), &logits.iter().map(|&v| f64::from(v)).collect::<Vec<_>>(), &floats(&want["logits"]));
-        let calibrated: Vec<f64> =
-            logits.iter().zip(&thresholds).map(|(&l, &t)| f64::from(calibrate(sigmoid(l), t))).collect();
+        let calibrated: Vec<f64> = logits.iter().zip(&thresholds).map(|(&l, &t)| f64::from(calibrate(sigmoid(l), t))).collect();
         assert_close(&format!("{case} calibrated"), &calibrated, &floats(&want["calibrated"]));
     }
 }

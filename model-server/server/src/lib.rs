@@ -25,8 +25,23 @@ use crate::router::{AppState, router};
 
 /// The labels of TorchXRayVision's `densenet121-res224-all`, in output order.
 pub const XRV_ALL_LABELS: [&str; 18] = [
-    "Atelectasis", "Consolidation", "Infiltration", "Pneumothorax", "Edema", "Emphysema", "Fibrosis", "Effusion", "Pneumonia",
-    "Pleural_Thickening", "Cardiomegaly", "Nodule", "Mass", "Hernia", "Lung Lesion", "Fracture", "Lung Opacity",
+    "Atelectasis",
+    "Consolidation",
+    "Infiltration",
+    "Pneumothorax",
+    "Edema",
+    "Emphysema",
+    "Fibrosis",
+    "Effusion",
+    "Pneumonia",
+    "Pleural_Thickening",
+    "Cardiomegaly",
+    "Nodule",
+    "Mass",
+    "Hernia",
+    "Lung Lesion",
+    "Fracture",
+    "Lung Opacity",
     "Enlarged Cardiomediastinum",
 ];
 
@@ -35,9 +50,7 @@ pub fn generated_manifest(kind: &str) -> Option<ModelManifest> {
     let (architecture, labels, preprocessing, output): (Architecture, Vec<&str>, Preprocessing, Output) = match kind {
         "densenet121-xrv" => (Architecture::Densenet121Xrv, XRV_ALL_LABELS.to_vec(), Preprocessing::Xrv224, Output::Sigmoid),
         "resnet50-pneumonia" => (Architecture::Resnet50 { hidden: 256 }, vec!["Pneumonia"], Preprocessing::Imagenet224, Output::Sigmoid),
-        "resnet50-covid3" => {
-            (Architecture::Resnet50 { hidden: 256 }, vec!["COVID-19", "Pneumonia", "Normal"], Preprocessing::Imagenet224, Output::Softmax)
-        }
+        "resnet50-covid3" => (Architecture::Resnet50 { hidden: 256 }, vec!["COVID-19", "Pneumonia", "Normal"], Preprocessing::Imagenet224, Output::Softmax),
         _ => return None,
     };
     Some(ModelManifest {

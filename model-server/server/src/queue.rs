@@ -71,18 +71,12 @@ pub struct Queue {
 impl Queue {
     /// Starts the device thread; it warms the model up (batch 1 and the
     /// largest batch) before taking requests and then reports ready.
-    pub fn start(
-        classifier: Arc<Classifier>,
-        max_batch_size: usize,
-        max_concurrent: usize,
-        metrics: Arc<Metrics>,
-    ) -> std::io::Result<Started> {
+    pub fn start(classifier: Arc<Classifier>, max_batch_size: usize, max_concurrent: usize, metrics: Arc<Metrics>) -> std::io::Result<Started> {
         let (sender, receiver) = mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = oneshot::channel();
         let max_batch_size = max_batch_size.max(1);
-        let thread = std::thread::Builder::new()
-            .name("inference".into())
-            .spawn(move || device_loop(classifier, max_batch_size, receiver, ready_tx, metrics))?;
+        let thread =
+            std::thread::Builder::new().name("inference".into()).spawn(move || device_loop(classifier, max_batch_size, receiver, ready_tx, metrics))?;
         Ok((Self { permits: Arc::new(Semaphore::new(max_concurrent)), limit: max_concurrent, sender }, ready_rx, thread))
     }
 
@@ -154,9 +148,7 @@ fn device_loop(
                         Some(explain) => {
                             let label = match explain.request {
                                 ExplainRequest::Label(label) => label,
-                                ExplainRequest::Top => {
-                                    probabilities.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i)
-                                }
+                                ExplainRequest::Top => probabilities.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i),
                             };
                             classifier.explain(&entry.input, label, explain.width, explain.height).map(Some)
                         }

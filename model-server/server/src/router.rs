@@ -13,9 +13,9 @@ use std::collections::HashMap;
 
 use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use base64::Engine;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use base64::Engine;
 use cxr_inference::decode::{Decoded, Format, Limits, decode};
 use cxr_inference::models::{Classifier, ModelInput};
 use serde::Serialize;
@@ -170,12 +170,7 @@ fn explain_request(state: &AppState, query: &HashMap<String, String>, headers: &
         .ok_or(ApiError::UnknownLabel(wanted))
 }
 
-async fn invocations(
-    State(state): State<AppState>,
-    Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn invocations(State(state): State<AppState>, Query(query): Query<HashMap<String, String>>, headers: HeaderMap, body: Bytes) -> Response {
     let content_type = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let preview = option(&query, &headers, "preview").is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
     let result = match explain_request(&state, &query, &headers) {
@@ -210,8 +205,7 @@ async fn invoke(state: &AppState, body: Bytes, explain: Option<ExplainRequest>, 
         let decoded = decode(&body, &limits)?;
         let input = classifier.preprocess(&decoded);
         let preview = if preview {
-            let (png, width, height) =
-                cxr_inference::explain::preview_png(&decoded.pixels, PREVIEW_MAX_SIDE).map_err(|e| ApiError::Internal(e.to_string()))?;
+            let (png, width, height) = cxr_inference::explain::preview_png(&decoded.pixels, PREVIEW_MAX_SIDE).map_err(|e| ApiError::Internal(e.to_string()))?;
             Some(PreviewInfo { width, height, png_base64: base64::engine::general_purpose::STANDARD.encode(png) })
         } else {
             None
@@ -250,12 +244,7 @@ async fn invoke(state: &AppState, body: Bytes, explain: Option<ExplainRequest>, 
     Ok(InvocationResponse {
         model: ModelInfo { name: manifest.name.clone(), version: manifest.version.clone(), trained: manifest.trained },
         image: ImageInfo { format: decoded.format, width: decoded.pixels.width, height: decoded.pixels.height, bit_depth: decoded.bit_depth },
-        findings: manifest
-            .labels
-            .iter()
-            .zip(prediction.probabilities)
-            .map(|(label, probability)| Finding { label: label.clone(), probability })
-            .collect(),
+        findings: manifest.labels.iter().zip(prediction.probabilities).map(|(label, probability)| Finding { label: label.clone(), probability }).collect(),
         boxes,
         heatmap,
         preview,

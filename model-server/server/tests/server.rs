@@ -131,9 +131,7 @@ async fn concurrent_requests_are_batched() {
     assert!(largest > 1, "some requests shared a batch (largest batch {largest})");
 
     let metrics = reqwest::get(format!("http://{addr}/metrics")).await.expect("metrics").text().await.expect("text");
-    let value = |name: &str| -> f64 {
-        metrics.lines().find(|l| l.starts_with(name)).and_then(|l| l.split_whitespace().last()?.parse().ok()).unwrap_or(0.0)
-    };
+    let value = |name: &str| -> f64 { metrics.lines().find(|l| l.starts_with(name)).and_then(|l| l.split_whitespace().last()?.parse().ok()).unwrap_or(0.0) };
     let (images, batches) = (value("cxr_model_server_batch_size_sum"), value("cxr_model_server_batch_size_count"));
     assert!(images >= 24.0 && batches < images, "/metrics shows batches larger than 1: {images} images in {batches} batches");
     assert!(metrics.contains("cxr_model_server_requests_total{status=\"200\"} 24"), "{metrics}");
@@ -156,9 +154,9 @@ async fn the_aws_sdk_runtime_client_works_against_it() {
     let sdk = aws_config::SdkConfig::builder()
         .behavior_version(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_sagemakerruntime::config::SharedCredentialsProvider::new(
-            aws_sdk_sagemakerruntime::config::Credentials::new("local", "local", None, None, "test"),
-        ))
+        .credentials_provider(aws_sdk_sagemakerruntime::config::SharedCredentialsProvider::new(aws_sdk_sagemakerruntime::config::Credentials::new(
+            "local", "local", None, None, "test",
+        )))
         .endpoint_url(format!("http://{addr}"))
         .build();
     let client = aws_sdk_sagemakerruntime::Client::new(&sdk);
@@ -226,7 +224,8 @@ async fn grad_cam_heatmap_and_boxes_on_request() {
     let overlay = image::load_from_memory(&png_bytes).expect("a PNG");
     assert_eq!((overlay.width(), overlay.height()), (320, 280));
     for b in json["boxes"].as_array().expect("boxes") {
-        let (x, y, w, h) = (b["x_min"].as_f64().unwrap_or(-1.0), b["y_min"].as_f64().unwrap_or(-1.0), b["width"].as_f64().unwrap_or(0.0), b["height"].as_f64().unwrap_or(0.0));
+        let (x, y, w, h) =
+            (b["x_min"].as_f64().unwrap_or(-1.0), b["y_min"].as_f64().unwrap_or(-1.0), b["width"].as_f64().unwrap_or(0.0), b["height"].as_f64().unwrap_or(0.0));
         assert!(x >= 0.0 && y >= 0.0 && w > 0.0 && h > 0.0 && x + w <= 320.0 + 1e-3 && y + h <= 280.0 + 1e-3, "{b}");
         assert_eq!(b["label"], "Cardiomegaly");
     }
@@ -244,7 +243,13 @@ async fn grad_cam_heatmap_and_boxes_on_request() {
         .await
         .expect("request");
     let json: serde_json::Value = response.json().await.expect("JSON");
-    let top = json["findings"].as_array().expect("findings").iter().max_by(|a, b| a["probability"].as_f64().unwrap_or(0.0).total_cmp(&b["probability"].as_f64().unwrap_or(0.0))).expect("top")["label"].clone();
+    let top = json["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .max_by(|a, b| a["probability"].as_f64().unwrap_or(0.0).total_cmp(&b["probability"].as_f64().unwrap_or(0.0)))
+        .expect("top")["label"]
+        .clone();
     assert_eq!(json["heatmap"]["label"], top);
 
     let response = client.post(format!("http://{addr}/invocations?explain=Dragons")).body(png()).send().await.expect("request");

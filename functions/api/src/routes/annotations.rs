@@ -58,9 +58,7 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<AnnotationRecord>), ApiError> {
     let Json(request) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let study = owned_study(&state, &owner, &id).await?;
-    let set = LabelSets::builtin()
-        .get(&request.label_set)
-        .ok_or_else(|| ApiError::Unprocessable(format!("unknown label set {:?}", request.label_set)))?;
+    let set = LabelSets::builtin().get(&request.label_set).ok_or_else(|| ApiError::Unprocessable(format!("unknown label set {:?}", request.label_set)))?;
     if !set.contains(&request.label) {
         return Err(ApiError::Unprocessable(format!("{:?} is not a label of {}", request.label, set.name)));
     }

@@ -46,7 +46,11 @@ pub struct ImageFile(Vec<u8>);
         (status = 429, description = "Too many predictions at once; retry after Retry-After", content_type = "application/problem+json"),
         (status = 503, description = "Model endpoint unavailable; the study finishes later", content_type = "application/problem+json"),
     ))]
-pub async fn predict(State(state): State<AppState>, Caller(owner): Caller, body: Result<Bytes, BytesRejection>) -> Result<(StatusCode, HeaderMap, Json<StudyView>), ApiError> {
+pub async fn predict(
+    State(state): State<AppState>,
+    Caller(owner): Caller,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, HeaderMap, Json<StudyView>), ApiError> {
     let Ok(_slot) = state.predict_slots.clone().try_acquire_owned() else {
         return Err(ApiError::TooManyRequests("too many predictions in flight; retry shortly".into()));
     };

@@ -83,7 +83,11 @@ pub struct PartUpload {
         (status = 415, description = "Not PNG, JPEG or DICOM", content_type = "application/problem+json"),
         (status = 422, description = "Invalid length, or Idempotency-Key reused for another request", content_type = "application/problem+json"),
     ))]
-pub async fn create(State(state): State<AppState>, Caller(owner): Caller, body: Result<Json<CreateStudy>, JsonRejection>) -> Result<(StatusCode, Json<CreatedStudy>), ApiError> {
+pub async fn create(
+    State(state): State<AppState>,
+    Caller(owner): Caller,
+    body: Result<Json<CreateStudy>, JsonRejection>,
+) -> Result<(StatusCode, Json<CreatedStudy>), ApiError> {
     let Json(request) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let media_type: MediaType = request
         .content_type
@@ -230,11 +234,7 @@ pub async fn list(State(state): State<AppState>, Caller(owner): Caller, query: R
         return Err(ApiError::BadRequest("min_probability must be between 0 and 1".into()));
     }
     let filter = StudyFilter {
-        status: query
-            .status
-            .as_deref()
-            .map(|s| StudyStatus::parse(s).ok_or_else(|| ApiError::BadRequest(format!("unknown status {s:?}"))))
-            .transpose()?,
+        status: query.status.as_deref().map(|s| StudyStatus::parse(s).ok_or_else(|| ApiError::BadRequest(format!("unknown status {s:?}")))).transpose()?,
         label: query.label.clone(),
         label_min_probability: min_probability,
         created_from: timestamp("created_from", query.created_from.as_deref())?,
@@ -247,10 +247,7 @@ pub async fn list(State(state): State<AppState>, Caller(owner): Caller, query: R
     studies.truncate(limit as usize);
     let next_cursor = if more { studies.last().map(encode_cursor) } else { None };
     Ok(Json(StudyPage {
-        studies: studies
-            .into_iter()
-            .map(|s| StudySummary { id: s.id, status: s.status, media_type: s.media_type, created_at: s.created_at })
-            .collect(),
+        studies: studies.into_iter().map(|s| StudySummary { id: s.id, status: s.status, media_type: s.media_type, created_at: s.created_at }).collect(),
         next_cursor,
     }))
 }

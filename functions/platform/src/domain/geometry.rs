@@ -35,14 +35,7 @@ pub enum BoxError {
     #[error("box width and height must be greater than zero")]
     Empty,
     #[error("box [{x_min}, {y_min}, {width}, {height}] extends past the {image_width}x{image_height} image")]
-    OutOfBounds {
-        x_min: f32,
-        y_min: f32,
-        width: f32,
-        height: f32,
-        image_width: u32,
-        image_height: u32,
-    },
+    OutOfBounds { x_min: f32, y_min: f32, width: f32, height: f32, image_width: u32, image_height: u32 },
 }
 
 impl PixelBox {
@@ -67,14 +60,7 @@ impl PixelBox {
         if fits_x && fits_y {
             Ok(self)
         } else {
-            Err(BoxError::OutOfBounds {
-                x_min: self.x_min,
-                y_min: self.y_min,
-                width: self.width,
-                height: self.height,
-                image_width,
-                image_height,
-            })
+            Err(BoxError::OutOfBounds { x_min: self.x_min, y_min: self.y_min, width: self.width, height: self.height, image_width, image_height })
         }
     }
 

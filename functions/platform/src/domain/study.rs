@@ -121,10 +121,7 @@ impl FromStr for MediaType {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         // Parameters such as "; charset=..." carry no meaning for images.
         let essence = s.split(';').next().unwrap_or_default().trim();
-        Self::ALL
-            .into_iter()
-            .find(|m| m.as_str().eq_ignore_ascii_case(essence))
-            .ok_or_else(|| UnknownMediaType(s.to_owned()))
+        Self::ALL.into_iter().find(|m| m.as_str().eq_ignore_ascii_case(essence)).ok_or_else(|| UnknownMediaType(s.to_owned()))
     }
 }
 

@@ -14,8 +14,8 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use sqlx::Row;
 use sqlx::PgConnection;
+use sqlx::Row;
 use sqlx::postgres::PgRow;
 use time::OffsetDateTime;
 
@@ -84,10 +84,7 @@ impl Job {
     /// the last successful run up to [`safe_ceiling`].
     pub async fn begin(db: &Database, job_name: &str, dry_run: bool) -> Result<Self, JobError> {
         let mut lock = db.pool().acquire().await.map_err(DbError::from)?.detach();
-        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(lock_key(job_name))
-            .fetch_one(&mut lock)
-            .await?;
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(lock_key(job_name)).fetch_one(&mut lock).await?;
         if !locked {
             return Err(JobError::AlreadyRunning(job_name.to_owned()));
         }
@@ -249,12 +246,7 @@ impl StudyCursor {
     /// The ids of the next `limit` studies changed in `window` after this
     /// cursor, in `(updated_at, id)` order, with the cursor that follows
     /// them (`None` when there are no more).
-    pub async fn next_chunk(
-        &self,
-        conn: &mut PgConnection,
-        window: &Window,
-        limit: u32,
-    ) -> Result<Option<(Vec<i64>, StudyCursor)>, sqlx::Error> {
+    pub async fn next_chunk(&self, conn: &mut PgConnection, window: &Window, limit: u32) -> Result<Option<(Vec<i64>, StudyCursor)>, sqlx::Error> {
         let rows: Vec<(i64, OffsetDateTime)> = sqlx::query_as(
             "SELECT id, updated_at FROM studies
               WHERE updated_at <= $1 AND ($2::timestamptz IS NULL OR updated_at > $2)

@@ -38,10 +38,9 @@ impl From<mongodb::error::Error> for WarehouseError {
     fn from(err: mongodb::error::Error) -> Self {
         let message = err.to_string();
         match err.kind.as_ref() {
-            ErrorKind::ServerSelection { .. }
-            | ErrorKind::Io(_)
-            | ErrorKind::ConnectionPoolCleared { .. }
-            | ErrorKind::DnsResolve { .. } => Self::Unavailable(message),
+            ErrorKind::ServerSelection { .. } | ErrorKind::Io(_) | ErrorKind::ConnectionPoolCleared { .. } | ErrorKind::DnsResolve { .. } => {
+                Self::Unavailable(message)
+            }
             ErrorKind::Write(WriteFailure::WriteError(e)) if e.code == DUPLICATE_KEY => Self::Duplicate(message),
             ErrorKind::Command(e) if e.code == DUPLICATE_KEY => Self::Duplicate(message),
             ErrorKind::BsonSerialization(_) | ErrorKind::BsonDeserialization(_) => Self::Serialization(message),
@@ -72,9 +71,7 @@ impl Warehouse {
     /// Connects and checks the server answers, so a wrong address fails here
     /// rather than at the first write.
     pub async fn connect(settings: &DocumentDbSettings) -> Result<Self, WarehouseError> {
-        let mut options = ClientOptions::parse(settings.uri.expose())
-            .await
-            .map_err(|e| WarehouseError::InvalidUri(e.to_string()))?;
+        let mut options = ClientOptions::parse(settings.uri.expose()).await.map_err(|e| WarehouseError::InvalidUri(e.to_string()))?;
         // The driver's default is 30 s, far too long for a health check or a
         // Lambda that should fail fast and be retried.
         options.server_selection_timeout.get_or_insert(Duration::from_secs(10));
@@ -141,11 +138,7 @@ where
     /// leaves the same collection.
     pub async fn upsert(&self, id: impl Into<Bson>, document: &T) -> Result<UpsertCounts, WarehouseError> {
         let result = self.inner.replace_one(doc! { "_id": id.into() }, document).upsert(true).await?;
-        Ok(UpsertCounts {
-            inserted: u64::from(result.upserted_id.is_some()),
-            matched: result.matched_count,
-            modified: result.modified_count,
-        })
+        Ok(UpsertCounts { inserted: u64::from(result.upserted_id.is_some()), matched: result.matched_count, modified: result.modified_count })
     }
 
     /// Replaces or inserts many documents, a few hundred per round trip.
@@ -166,10 +159,7 @@ where
                     Ok(doc! { "q": { "_id": id.clone().into() }, "u": replacement, "upsert": true })
                 })
                 .collect::<Result<Vec<Document>, WarehouseError>>()?;
-            let reply = self
-                .database
-                .run_command(doc! { "update": self.inner.name(), "updates": updates, "ordered": false })
-                .await?;
+            let reply = self.database.run_command(doc! { "update": self.inner.name(), "updates": updates, "ordered": false }).await?;
             let number = |field: &str| reply.get(field).and_then(bson_as_u64).unwrap_or(0);
             let inserted = reply.get_array("upserted").map(|a| a.len() as u64).unwrap_or(0);
             counts.inserted += inserted;
@@ -182,11 +172,7 @@ where
         }
         match failures.first() {
             None => Ok(counts),
-            Some(first) => Err(WarehouseError::PartialWrite {
-                attempted: documents.len(),
-                failed: failures.len(),
-                first: first.clone(),
-            }),
+            Some(first) => Err(WarehouseError::PartialWrite { attempted: documents.len(), failed: failures.len(), first: first.clone() }),
         }
     }
 

@@ -8,10 +8,7 @@ use std::time::Duration;
 use aws_config::SdkConfig;
 use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ReturnValue, ScalarAttributeType,
-    TableStatus,
-};
+use aws_sdk_dynamodb::types::{AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ReturnValue, ScalarAttributeType, TableStatus};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
@@ -52,9 +49,7 @@ impl DynamoError {
             SdkFailure::Service { status, code, message } => match code.as_deref() {
                 Some("ConditionalCheckFailedException") => Self::ConditionFailed,
                 Some("ResourceNotFoundException") => Self::TableNotFound(table.to_owned()),
-                Some("ProvisionedThroughputExceededException" | "ThrottlingException" | "RequestLimitExceeded") => {
-                    Self::Throttled(message)
-                }
+                Some("ProvisionedThroughputExceededException" | "ThrottlingException" | "RequestLimitExceeded") => Self::Throttled(message),
                 _ => Self::Service { status, code: code.unwrap_or_default(), message },
             },
             SdkFailure::Other(m) => Self::Other(m),
@@ -103,8 +98,7 @@ pub struct DynamoTable {
 }
 
 fn key(pk: &str, sk: &str) -> std::collections::HashMap<String, AttributeValue> {
-    [(PARTITION_KEY.to_owned(), AttributeValue::S(pk.to_owned())), (SORT_KEY.to_owned(), AttributeValue::S(sk.to_owned()))]
-        .into()
+    [(PARTITION_KEY.to_owned(), AttributeValue::S(pk.to_owned())), (SORT_KEY.to_owned(), AttributeValue::S(sk.to_owned()))].into()
 }
 
 impl DynamoTable {
@@ -129,15 +123,7 @@ impl DynamoTable {
 
     /// Reads one item, strongly consistent (a result just written is seen).
     pub async fn get<T: DeserializeOwned>(&self, pk: &str, sk: &str) -> Result<Option<T>, DynamoError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.name)
-            .set_key(Some(key(pk, sk)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| self.sdk_error(e))?;
+        let out = self.client.get_item().table_name(&self.name).set_key(Some(key(pk, sk))).consistent_read(true).send().await.map_err(|e| self.sdk_error(e))?;
         out.item.map(serde_dynamo::from_item).transpose().map_err(DynamoError::from)
     }
 
@@ -219,9 +205,7 @@ impl DynamoTable {
     /// until it is active. In AWS the SAM template owns the table; this is
     /// for provisioning a fresh local stack.
     pub async fn create_if_absent(&self) -> Result<(), DynamoError> {
-        let attribute = |name: &str| {
-            AttributeDefinition::builder().attribute_name(name).attribute_type(ScalarAttributeType::S).build()
-        };
+        let attribute = |name: &str| AttributeDefinition::builder().attribute_name(name).attribute_type(ScalarAttributeType::S).build();
         let schema = |name: &str, kind| KeySchemaElement::builder().attribute_name(name).key_type(kind).build();
         let created = self
             .client

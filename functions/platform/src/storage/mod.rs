@@ -30,9 +30,7 @@ impl SdkFailure {
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
         match &err {
-            SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => {
-                Self::Unreachable(DisplayErrorContext(&err).to_string())
-            }
+            SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => Self::Unreachable(DisplayErrorContext(&err).to_string()),
             SdkError::ServiceError(service) => Self::Service {
                 status: service.raw().status().as_u16(),
                 code: service.err().code().map(str::to_owned),

@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::dynamodb::{DynamoError, DynamoTable, PutCondition};
-use super::postgres::{Database, DbError};
 use super::postgres::studies::{FindingRecord, InferenceRunRecord, StudyRecord};
+use super::postgres::{Database, DbError};
 use crate::domain::{MediaType, Owner, Sha256Digest, StudyId, StudyStatus};
 
 /// The model that produced a result.

@@ -148,20 +148,13 @@ impl ObjectStore {
         let mut request = self.client.create_bucket().bucket(&self.bucket);
         // us-east-1 is the one region that must not be named as a constraint.
         if let Some(region) = region.filter(|r| r != "us-east-1") {
-            request = request.create_bucket_configuration(
-                CreateBucketConfiguration::builder()
-                    .location_constraint(BucketLocationConstraint::from(region.as_str()))
-                    .build(),
-            );
+            request = request
+                .create_bucket_configuration(CreateBucketConfiguration::builder().location_constraint(BucketLocationConstraint::from(region.as_str())).build());
         }
         match request.send().await {
             Ok(_) => Ok(()),
             Err(err) => match SdkFailure::from_sdk(err) {
-                SdkFailure::Service { code: Some(code), .. }
-                    if code == "BucketAlreadyOwnedByYou" || code == "BucketAlreadyExists" =>
-                {
-                    Ok(())
-                }
+                SdkFailure::Service { code: Some(code), .. } if code == "BucketAlreadyOwnedByYou" || code == "BucketAlreadyExists" => Ok(()),
                 failure => Err(S3Error::from_failure(failure, None)),
             },
         }
@@ -169,12 +162,7 @@ impl ObjectStore {
 
     /// Checks the bucket exists and these credentials may use it.
     pub async fn check_bucket(&self) -> Result<(), S3Error> {
-        self.client
-            .head_bucket()
-            .bucket(&self.bucket)
-            .send()
-            .await
-            .map_err(|e| S3Error::from_failure(SdkFailure::from_sdk(e), None))?;
+        self.client.head_bucket().bucket(&self.bucket).send().await.map_err(|e| S3Error::from_failure(SdkFailure::from_sdk(e), None))?;
         Ok(())
     }
 
@@ -191,12 +179,7 @@ impl ObjectStore {
             .send()
             .await
             .map_err(|e| S3Error::from_failure(SdkFailure::from_sdk(e), Some(key.as_str())))?;
-        Ok(ObjectMeta {
-            key: key.to_string(),
-            size,
-            content_type: Some(content_type.to_owned()),
-            e_tag: out.e_tag,
-        })
+        Ok(ObjectMeta { key: key.to_string(), size, content_type: Some(content_type.to_owned()), e_tag: out.e_tag })
     }
 
     /// Reads a whole object, refusing (before reading the body) one larger
@@ -214,12 +197,7 @@ impl ObjectStore {
         if size > limit {
             return Err(S3Error::TooLarge { key: key.to_string(), size, limit });
         }
-        let bytes = out
-            .body
-            .collect()
-            .await
-            .map_err(|e| S3Error::Unavailable(format!("reading {key}: {e}")))?
-            .into_bytes();
+        let bytes = out.body.collect().await.map_err(|e| S3Error::Unavailable(format!("reading {key}: {e}")))?.into_bytes();
         // The length header can be absent (chunked answers): check again.
         if bytes.len() as u64 > limit {
             return Err(S3Error::TooLarge { key: key.to_string(), size: bytes.len() as u64, limit });
@@ -251,12 +229,7 @@ impl ObjectStore {
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| S3Error::from_failure(SdkFailure::from_sdk(e), None))?;
             objects.extend(page.contents.unwrap_or_default().into_iter().filter_map(|o| {
-                Some(ObjectMeta {
-                    key: o.key?,
-                    size: o.size.and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
-                    content_type: None,
-                    e_tag: o.e_tag,
-                })
+                Some(ObjectMeta { key: o.key?, size: o.size.and_then(|n| u64::try_from(n).ok()).unwrap_or(0), content_type: None, e_tag: o.e_tag })
             }));
         }
         Ok(objects)
@@ -265,26 +238,14 @@ impl ObjectStore {
     /// Deletes the object; deleting a missing object is not an error (S3's
     /// own semantics), so retries are safe.
     pub async fn delete(&self, key: &ObjectKey) -> Result<(), S3Error> {
-        self.client
-            .delete_object()
-            .bucket(&self.bucket)
-            .key(key.as_str())
-            .send()
-            .await
-            .map_err(|e| S3Error::from_failure(SdkFailure::from_sdk(e), None))?;
+        self.client.delete_object().bucket(&self.bucket).key(key.as_str()).send().await.map_err(|e| S3Error::from_failure(SdkFailure::from_sdk(e), None))?;
         Ok(())
     }
 
     /// A URL that lets a client upload exactly one object of exactly this
     /// content type and length. Content-Type and Content-Length are signed,
     /// so S3 rejects an upload that differs in either.
-    pub async fn presign_put(
-        &self,
-        key: &ObjectKey,
-        content_type: &str,
-        content_length: u64,
-        expires_in: Duration,
-    ) -> Result<PresignedUrl, S3Error> {
+    pub async fn presign_put(&self, key: &ObjectKey, content_type: &str, content_length: u64, expires_in: Duration) -> Result<PresignedUrl, S3Error> {
         let length = i64::try_from(content_length).map_err(|_| S3Error::Presign("content length too large".into()))?;
         let request = self
             .client
@@ -357,14 +318,8 @@ impl ObjectStore {
 
     /// A URL that lets a client read one object.
     pub async fn presign_get(&self, key: &ObjectKey, expires_in: Duration) -> Result<PresignedUrl, S3Error> {
-        let request = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key.as_str())
-            .presigned(presigning_config(expires_in)?)
-            .await
-            .map_err(presign_failed)?;
+        let request =
+            self.client.get_object().bucket(&self.bucket).key(key.as_str()).presigned(presigning_config(expires_in)?).await.map_err(presign_failed)?;
         Ok(to_presigned_url(&request, expires_in))
     }
 }
@@ -377,11 +332,7 @@ fn presigning_config(expires_in: Duration) -> Result<PresigningConfig, S3Error> 
     if expires_in.is_zero() || expires_in > MAX_PRESIGN {
         return Err(S3Error::Presign(format!("expiry {expires_in:?} must be between 1 s and 7 days")));
     }
-    PresigningConfig::builder()
-        .start_time(SystemTime::now())
-        .expires_in(expires_in)
-        .build()
-        .map_err(|e| S3Error::Presign(e.to_string()))
+    PresigningConfig::builder().start_time(SystemTime::now()).expires_in(expires_in).build().map_err(|e| S3Error::Presign(e.to_string()))
 }
 
 fn to_presigned_url(request: &PresignedRequest, expires_in: Duration) -> PresignedUrl {

@@ -147,10 +147,8 @@ impl Classifier {
     /// generated weights: a real model directory for local runs and tests,
     /// loaded through the same [`Classifier::load`] path as trained weights.
     pub fn write_generated(dir: &Path, manifest: &ModelManifest) -> Result<(), ModelError> {
-        let recording = crate::formula_weights::RecordingFormulaWeights {
-            formula: std::sync::Arc::new(formula_for(manifest.architecture)),
-            recorded: Default::default(),
-        };
+        let recording =
+            crate::formula_weights::RecordingFormulaWeights { formula: std::sync::Arc::new(formula_for(manifest.architecture)), recorded: Default::default() };
         let vb = VarBuilder::from_backend(Box::new(recording.clone()), DType::F32, Device::Cpu);
         Self::build(manifest.clone(), vb, &Device::Cpu, DType::F32)?;
         let tensors = recording.recorded.lock().map(|t| t.clone()).map_err(|_| ModelError::Inconsistent("weights lock poisoned".into()))?;

@@ -78,13 +78,7 @@ impl DenseNet121 {
     /// dict); `in_channels` is 1 for TorchXRayVision, 3 for torchvision.
     pub fn new(in_channels: usize, num_classes: usize, vb: VarBuilder) -> Result<Self> {
         let features = vb.pp("features");
-        let conv0 = conv2d_no_bias(
-            in_channels,
-            INITIAL_FEATURES,
-            7,
-            Conv2dConfig { stride: 2, padding: 3, ..Default::default() },
-            features.pp("conv0"),
-        )?;
+        let conv0 = conv2d_no_bias(in_channels, INITIAL_FEATURES, 7, Conv2dConfig { stride: 2, padding: 3, ..Default::default() }, features.pp("conv0"))?;
         let norm0 = batch_norm(INITIAL_FEATURES, BN_EPS, features.pp("norm0"))?;
         let mut channels = INITIAL_FEATURES;
         let mut blocks = Vec::new();

@@ -102,10 +102,7 @@ impl ResNet50 {
         }
         let head = match hidden {
             None => Head::Linear(linear(FEATURES, num_classes, vb.pp("fc"))?),
-            Some(hidden) => Head::Mlp {
-                hidden: linear(FEATURES, hidden, vb.pp("fc.0"))?,
-                output: linear(hidden, num_classes, vb.pp("fc.3"))?,
-            },
+            Some(hidden) => Head::Mlp { hidden: linear(FEATURES, hidden, vb.pp("fc.0"))?, output: linear(hidden, num_classes, vb.pp("fc.3"))? },
         };
         Ok(Self { conv1, bn1, layers, head, num_classes })
     }

@@ -37,10 +37,7 @@ impl Database {
         // The caller's expired keys are forgotten first (so a key can be
         // used again a day later, and the table holds about a day of keys
         // per caller): the primary key's `owner` prefix finds them.
-        sqlx::query("DELETE FROM idempotency_keys WHERE owner = $1 AND expires_at < now()")
-            .bind(owner.as_str())
-            .execute(self.pool())
-            .await?;
+        sqlx::query("DELETE FROM idempotency_keys WHERE owner = $1 AND expires_at < now()").bind(owner.as_str()).execute(self.pool()).await?;
         let inserted = sqlx::query(
             "INSERT INTO idempotency_keys (owner, key, request_hash) VALUES ($1, $2, $3)
              ON CONFLICT (owner, key) DO NOTHING",

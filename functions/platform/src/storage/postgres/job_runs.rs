@@ -61,11 +61,7 @@ impl Database {
 
     /// Records that `successor` took over `run`'s window and checkpoint.
     pub async fn mark_job_run_resumed(&self, run_id: i64, successor: &JobRun) -> Result<(), DbError> {
-        sqlx::query("UPDATE job_runs SET resumed_by = $2 WHERE id = $1 AND resumed_by IS NULL")
-            .bind(run_id)
-            .bind(successor.id)
-            .execute(self.pool())
-            .await?;
+        sqlx::query("UPDATE job_runs SET resumed_by = $2 WHERE id = $1 AND resumed_by IS NULL").bind(run_id).bind(successor.id).execute(self.pool()).await?;
         Ok(())
     }
 

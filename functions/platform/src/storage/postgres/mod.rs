@@ -44,9 +44,7 @@ impl From<sqlx::Error> for DbError {
     fn from(err: sqlx::Error) -> Self {
         match &err {
             sqlx::Error::RowNotFound => Self::NotFound,
-            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => {
-                Self::Unavailable(err.to_string())
-            }
+            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => Self::Unavailable(err.to_string()),
             sqlx::Error::Database(db) => {
                 let constraint = db.constraint().unwrap_or("unnamed").to_owned();
                 match db.code().as_deref() {
@@ -76,11 +74,7 @@ impl Database {
     /// fails here, within `connect_timeout`.
     pub async fn connect(settings: &PostgresSettings) -> Result<Self, DbError> {
         let options = PgConnectOptions::from_str(settings.url.expose()).map_err(|e| DbError::InvalidUrl(e.to_string()))?;
-        let pool = PgPoolOptions::new()
-            .max_connections(settings.max_connections)
-            .acquire_timeout(settings.connect_timeout)
-            .connect_with(options)
-            .await?;
+        let pool = PgPoolOptions::new().max_connections(settings.max_connections).acquire_timeout(settings.connect_timeout).connect_with(options).await?;
         Ok(Self { pool })
     }
 
@@ -103,15 +97,11 @@ impl Database {
 
     /// The newest migration applied, or `None` on a database never migrated.
     pub async fn applied_migration_version(&self) -> Result<Option<i64>, DbError> {
-        let exists: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
-            .fetch_one(&self.pool)
-            .await?;
+        let exists: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL").fetch_one(&self.pool).await?;
         if !exists {
             return Ok(None);
         }
-        Ok(sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
-            .fetch_one(&self.pool)
-            .await?)
+        Ok(sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success").fetch_one(&self.pool).await?)
     }
 
     /// Applies pending migrations (each in its own transaction; a lock keeps

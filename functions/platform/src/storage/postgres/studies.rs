@@ -102,12 +102,7 @@ pub struct NewFinding {
 pub struct InvalidProbability(pub f32);
 
 impl NewFinding {
-    pub fn new(
-        label: impl Into<String>,
-        probability: f32,
-        bbox: Option<PixelBox>,
-        source: FindingSource,
-    ) -> Result<Self, InvalidProbability> {
+    pub fn new(label: impl Into<String>, probability: f32, bbox: Option<PixelBox>, source: FindingSource) -> Result<Self, InvalidProbability> {
         if !(0.0..=1.0).contains(&probability) {
             return Err(InvalidProbability(probability));
         }
@@ -199,10 +194,7 @@ fn study_from_row(row: &sqlx::postgres::PgRow) -> Result<StudyRecord, DbError> {
         sha256: sha256.map(|s| s.parse()).transpose().map_err(|e| corrupt("sha256", &e))?,
         width: to_u32(row.try_get("width")?, "width")?,
         height: to_u32(row.try_get("height")?, "height")?,
-        bit_depth: row
-            .try_get::<Option<i16>, _>("bit_depth")?
-            .map(|n| u8::try_from(n).map_err(|e| corrupt("bit_depth", &e)))
-            .transpose()?,
+        bit_depth: row.try_get::<Option<i16>, _>("bit_depth")?.map(|n| u8::try_from(n).map_err(|e| corrupt("bit_depth", &e))).transpose()?,
         modality: row.try_get("modality")?,
         dicom: row.try_get("dicom")?,
         failure: row.try_get("failure")?,
@@ -218,9 +210,7 @@ fn box_from_columns(row: &sqlx::postgres::PgRow) -> Result<Option<PixelBox>, DbE
     let w: Option<f32> = row.try_get("width")?;
     let h: Option<f32> = row.try_get("height")?;
     match (x, y, w, h) {
-        (Some(x), Some(y), Some(w), Some(h)) => {
-            PixelBox::new(x, y, w, h).map(Some).map_err(|e| DbError::Other(format!("stored box: {e}")))
-        }
+        (Some(x), Some(y), Some(w), Some(h)) => PixelBox::new(x, y, w, h).map(Some).map_err(|e| DbError::Other(format!("stored box: {e}"))),
         _ => Ok(None),
     }
 }
@@ -357,12 +347,7 @@ impl Database {
 
     /// Stores one inference (the run, every finding, the study's new
     /// status) in a single transaction: all of it or none of it.
-    pub async fn record_inference(
-        &self,
-        study_row_id: i64,
-        run: &NewInferenceRun,
-        findings: &[NewFinding],
-    ) -> Result<i64, DbError> {
+    pub async fn record_inference(&self, study_row_id: i64, run: &NewInferenceRun, findings: &[NewFinding]) -> Result<i64, DbError> {
         let mut tx = self.begin().await?;
         let run_id = insert_inference(&mut tx, study_row_id, run, findings).await?;
         let updated = sqlx::query("UPDATE studies SET status = 'done', failure = NULL, preview_key = COALESCE($2, preview_key) WHERE id = $1")
@@ -471,12 +456,7 @@ impl Database {
                     "cam" => FindingSource::Cam,
                     _ => FindingSource::Model,
                 };
-                Ok(FindingRecord {
-                    label: row.try_get("label")?,
-                    probability: row.try_get("probability")?,
-                    bbox: box_from_columns(row)?,
-                    source,
-                })
+                Ok(FindingRecord { label: row.try_get("label")?, probability: row.try_get("probability")?, bbox: box_from_columns(row)?, source })
             })
             .collect::<Result<Vec<_>, DbError>>()?;
         let json_map = |column: &str| -> Result<serde_json::Value, DbError> { Ok(run.try_get(column)?) };
@@ -538,12 +518,7 @@ fn annotation_from_row(row: &sqlx::postgres::PgRow) -> Result<AnnotationRecord, 
     })
 }
 
-async fn insert_inference(
-    tx: &mut Transaction<'static, Postgres>,
-    study_row_id: i64,
-    run: &NewInferenceRun,
-    findings: &[NewFinding],
-) -> Result<i64, DbError> {
+async fn insert_inference(tx: &mut Transaction<'static, Postgres>, study_row_id: i64, run: &NewInferenceRun, findings: &[NewFinding]) -> Result<i64, DbError> {
     let run_id: i64 = sqlx::query_scalar(
         "INSERT INTO inference_runs (study_id, model_name, model_version, thresholds, timings_ms, heatmap_key)
          VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
