@@ -21,8 +21,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::config::ApiSettings;
+use crate::oidc::OidcVerifier;
 use crate::problem::ApiError;
-use crate::routes::{annotations, health, predict, studies, uploads};
+use crate::routes::{annotations, health, label_sets, predict, studies, uploads};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -33,6 +34,8 @@ pub struct AppState {
     pub settings: Arc<ApiSettings>,
     /// Synchronous predictions running now (bounded: 429 beyond).
     pub predict_slots: Arc<Semaphore>,
+    /// Verifies the local OpenID provider's JWTs (absent in AWS).
+    pub oidc: Option<Arc<OidcVerifier>>,
 }
 
 impl AppState {
@@ -40,7 +43,8 @@ impl AppState {
         let endpoint = ModelEndpoint::new(runtime, settings.inference.endpoint_name.clone(), settings.inference.inline_max_bytes);
         let inference = Arc::new(Inference::new(db.clone(), results.clone(), endpoint, settings.inference.model.clone()));
         let predict_slots = Arc::new(Semaphore::new(settings.predict_max_in_flight.max(1)));
-        Self { db, images, results, inference, settings: Arc::new(settings), predict_slots }
+        let oidc = settings.oidc.clone().map(|s| Arc::new(OidcVerifier::new(s)));
+        Self { db, images, results, inference, settings: Arc::new(settings), predict_slots, oidc }
     }
 
     pub async fn from_env(env: &Env) -> anyhow::Result<Self> {
@@ -96,6 +100,9 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(uploads::complete))
         .routes(routes!(predict::predict))
         .routes(routes!(annotations::list, annotations::create))
+        .routes(routes!(annotations::update, annotations::delete))
+        .routes(routes!(annotations::history))
+        .routes(routes!(label_sets::list))
         .split_for_parts()
 }
 

@@ -1,7 +1,9 @@
 //! Who is calling. In AWS, API Gateway's JWT authorizer (Cognito) has
 //! already checked the token; the caller is its `sub` claim, taken from the
 //! request context lambda_http attaches. Locally, a configured development
-//! bearer token maps to an owner. Nothing else authenticates.
+//! bearer token maps to an owner, and a JWT of the local OpenID provider
+//! (the web app's sign-in) is verified as the authorizer would and names
+//! its `sub`. Nothing else authenticates.
 
 use axum::extract::FromRequestParts;
 use axum::http::header;
@@ -26,6 +28,20 @@ impl FromRequestParts<AppState> for Caller {
         }
         let token =
             parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).ok_or(ApiError::Unauthorized)?;
-        state.settings.dev_tokens.get(token.trim()).cloned().map(Caller).ok_or(ApiError::Unauthorized)
+        let token = token.trim();
+        if let Some(owner) = state.settings.dev_tokens.get(token) {
+            return Ok(Caller(owner.clone()));
+        }
+        let Some(verifier) = &state.oidc else {
+            return Err(ApiError::Unauthorized);
+        };
+        match verifier.verify(token).await {
+            Ok(owner) => Ok(Caller(owner)),
+            Err(crate::oidc::TokenError::KeysUnavailable(reason)) => Err(ApiError::Unavailable(format!("cannot check sign-ins now: {reason}"))),
+            Err(err) => {
+                tracing::info!(error = %err, "bearer token refused");
+                Err(ApiError::Unauthorized)
+            }
+        }
     }
 }

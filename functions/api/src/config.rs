@@ -7,6 +7,11 @@ use cxr_infer::InferSettings;
 use cxr_platform::config::{ConfigError, Env};
 use cxr_platform::domain::Owner;
 
+use crate::oidc::OidcSettings;
+
+/// How long an unreviewed study may wait before it tops the worklist.
+pub const DEFAULT_WORKLIST_MAX_WAIT: Duration = Duration::from_secs(60 * 60);
+
 #[derive(Clone, Debug)]
 pub struct ApiSettings {
     /// `API_DEV_TOKENS` (`token=owner,token=owner`): bearer tokens accepted
@@ -30,6 +35,12 @@ pub struct ApiSettings {
     /// `PREDICT_MAX_IN_FLIGHT`: synchronous predictions one instance runs
     /// at once; more get 429 with Retry-After.
     pub predict_max_in_flight: usize,
+    /// `WORKLIST_MAX_WAIT_SECS`: a study not yet reviewed that has waited
+    /// longer than this tops the priority worklist whatever its score.
+    pub worklist_max_wait: Duration,
+    /// `OIDC_ISSUER` + `OIDC_AUDIENCE`: bearer JWTs of this OpenID
+    /// provider are verified here (locally; in AWS API Gateway does it).
+    pub oidc: Option<OidcSettings>,
     /// The model endpoint, model and claim lease (shared with `infer`).
     pub inference: InferSettings,
 }
@@ -53,6 +64,8 @@ impl ApiSettings {
             multipart_part_bytes: env.parsed_or("MULTIPART_PART_BYTES", 16 * 1024 * 1024u64)?,
             predict_max_bytes: env.parsed_or("PREDICT_MAX_BYTES", 6 * 1024 * 1024usize)?,
             predict_max_in_flight: env.parsed_or("PREDICT_MAX_IN_FLIGHT", 4usize)?,
+            worklist_max_wait: env.seconds_or("WORKLIST_MAX_WAIT_SECS", DEFAULT_WORKLIST_MAX_WAIT)?,
+            oidc: OidcSettings::from_env(env)?,
             inference: InferSettings::from_env(env)?,
         };
         if settings.multipart_part_bytes < 5 * 1024 * 1024 {
@@ -71,6 +84,8 @@ impl ApiSettings {
             multipart_part_bytes: 16 * 1024 * 1024,
             predict_max_bytes: 6 * 1024 * 1024,
             predict_max_in_flight: 4,
+            worklist_max_wait: DEFAULT_WORKLIST_MAX_WAIT,
+            oidc: None,
             inference: InferSettings::for_endpoint(endpoint_name),
         }
     }

@@ -5,7 +5,8 @@
 //! `GET /v1/studies/{id}` reads results back (DynamoDB hot copy first).
 //!
 //! - [`app`]: the Router, its state and the OpenAPI document.
-//! - [`auth`]: the caller (JWT authorizer claims in AWS, dev tokens locally).
+//! - [`auth`]: the caller (JWT authorizer claims in AWS; locally dev tokens,
+//!   or JWTs of the local OpenID provider verified by [`oidc`]).
 //! - [`idempotency`]: `Idempotency-Key` on POSTs.
 //! - [`routes`]: the endpoints; [`views`]: what they answer.
 //! - [`problem`]: errors as problem+json, mapped once.
@@ -14,6 +15,7 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod idempotency;
+pub mod oidc;
 pub mod problem;
 pub mod routes;
 pub mod views;

@@ -16,6 +16,8 @@ pub enum ApiError {
     Unauthorized,
     #[error("no such study")]
     NotFound,
+    #[error("no such annotation on this study")]
+    AnnotationNotFound,
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
@@ -42,7 +44,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::NotFound | Self::AnnotationNotFound => StatusCode::NOT_FOUND,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Conflict(_) => StatusCode::CONFLICT,

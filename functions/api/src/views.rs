@@ -29,6 +29,12 @@ pub struct StudyView {
     pub failure: Option<String>,
     /// The model of the latest run.
     pub model: Option<ModelRef>,
+    /// Whether that model's weights were trained; `false` for generated
+    /// weights, whose numbers mean nothing clinically (absent: not known).
+    pub model_trained: Option<bool>,
+    /// The latest run's decision threshold per label; a label not named
+    /// here is positive at 0.5.
+    pub thresholds: std::collections::BTreeMap<String, f32>,
     /// The latest run's findings: one per label (`source` `model`), and
     /// boxes derived from the Grad-CAM of the top label (`source` `cam`).
     pub findings: Vec<FindingRecord>,
@@ -80,6 +86,8 @@ pub async fn study_view(state: &AppState, snapshot: StudySnapshot) -> Result<Stu
         updated_at: snapshot.updated_at,
         failure: snapshot.failure,
         model: snapshot.model,
+        model_trained: snapshot.model_trained,
+        thresholds: snapshot.thresholds,
         findings: snapshot.findings,
         image_url,
         preview_url,

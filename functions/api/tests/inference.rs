@@ -288,10 +288,14 @@ async fn the_openapi_document_is_valid_and_matches_the_routes() {
     }
     operations.sort();
     let expected = [
+        ("delete", "/v1/studies/{id}/annotations/{annotation_id}"),
         ("get", "/v1/health"),
+        ("get", "/v1/label-sets"),
         ("get", "/v1/studies"),
         ("get", "/v1/studies/{id}"),
         ("get", "/v1/studies/{id}/annotations"),
+        ("get", "/v1/studies/{id}/annotations/history"),
+        ("patch", "/v1/studies/{id}/annotations/{annotation_id}"),
         ("post", "/v1/predict"),
         ("post", "/v1/studies"),
         ("post", "/v1/studies/{id}/annotations"),
@@ -299,7 +303,7 @@ async fn the_openapi_document_is_valid_and_matches_the_routes() {
     ];
     assert_eq!(operations, expected.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect::<Vec<_>>());
     for (method, path) in &operations {
-        let url = format!("{base}{}", path.replace("{id}", "00000000-0000-4000-8000-000000000000"));
+        let url = format!("{base}{}", path.replace("{id}", "00000000-0000-4000-8000-000000000000").replace("{annotation_id}", "1"));
         let answer = reqwest::Client::new().request(method.to_uppercase().parse().expect("method"), &url).send().await.expect("request");
         let want = if path == "/v1/health" { 200 } else { 401 };
         assert_eq!(answer.status().as_u16(), want, "{method} {path}");

@@ -160,7 +160,9 @@ async fn export(db: &Database, store: &ObjectStore, options: &BackupOptions, job
     loop {
         let chunk = checkpoint.next_chunk;
         let mut tx = begin_snapshot(db).await.map_err(JobError::from)?;
-        let Some((ids, next)) = checkpoint.cursor.next_chunk(&mut tx, &window, options.chunk_studies).await? else { break };
+        let Some((ids, next)) = checkpoint.cursor.next_chunk(&mut tx, &window, options.chunk_studies).await? else {
+            break;
+        };
         let studies = sqlx::query(&format!("SELECT {} FROM studies WHERE id = ANY($1) ORDER BY updated_at, id", tables::STUDIES.select_list()))
             .bind(&ids)
             .fetch_all(&mut *tx)
@@ -169,9 +171,10 @@ async fn export(db: &Database, store: &ObjectStore, options: &BackupOptions, job
         let runs = children(&mut tx, &tables::INFERENCE_RUNS, "study_id", &ids).await?;
         let findings = children(&mut tx, &tables::FINDINGS, "inference_run_id", &runs.ids()).await?;
         let annotations = children(&mut tx, &tables::ANNOTATIONS, "study_id", &ids).await?;
+        let revisions = children(&mut tx, &tables::ANNOTATION_REVISIONS, "study_id", &ids).await?;
         tx.commit().await?;
 
-        for data in [&studies, &runs, &findings, &annotations] {
+        for data in [&studies, &runs, &findings, &annotations, &revisions] {
             write_part(store, &folder, chunk, data, options.dry_run, checkpoint).await?;
         }
         checkpoint.next_chunk = chunk + 1;

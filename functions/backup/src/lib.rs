@@ -68,7 +68,7 @@ impl BackupJob {
         let postgres = PostgresSettings::from_env(env)?;
         let force_path_style = env.flag_or("S3_FORCE_PATH_STYLE", false)?;
         let sdk = load_sdk_config().await?;
-        let store = ObjectStore::new(&sdk, &S3Settings { images_bucket: settings.bucket.clone(), force_path_style });
+        let store = ObjectStore::new(&sdk, &S3Settings { images_bucket: settings.bucket.clone(), force_path_style, presign_endpoint: None });
         let db = Database::connect(&postgres).await?;
         let snapshot_export = snapshot_export::SnapshotExportSettings::from_env(env)?.map(|settings| (aws_sdk_rds::Client::new(&sdk), settings));
         Ok(Self { db, store, settings, job, snapshot_export })

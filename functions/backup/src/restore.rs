@@ -120,6 +120,7 @@ pub async fn restore(db: &Database, store: &ObjectStore, prefix: &str) -> Result
                 // A later backup carries a study's children whole: replace them.
                 sqlx::query("DELETE FROM inference_runs WHERE study_id = ANY($1)").bind(&study_ids).execute(&mut *tx).await?;
                 sqlx::query("DELETE FROM annotations WHERE study_id = ANY($1)").bind(&study_ids).execute(&mut *tx).await?;
+                sqlx::query("DELETE FROM annotation_revisions WHERE study_id = ANY($1)").bind(&study_ids).execute(&mut *tx).await?;
             }
             for part in manifest.tables.get(table.name).map(|e| e.parts.as_slice()).unwrap_or_default() {
                 let data = TableData::from_parquet(table, fetch_part(store, part).await?)?;
@@ -138,7 +139,7 @@ pub async fn restore(db: &Database, store: &ObjectStore, prefix: &str) -> Result
         report.backups.push(key);
     }
     // New rows must not collide with restored ids.
-    for table in ["studies", "inference_runs", "findings", "annotations"] {
+    for table in ["studies", "inference_runs", "findings", "annotations", "annotation_revisions"] {
         sqlx::query(&format!("SELECT setval(pg_get_serial_sequence('{table}', 'id'), COALESCE((SELECT max(id) FROM {table}), 0) + 1, false)"))
             .execute(db.pool())
             .await?;

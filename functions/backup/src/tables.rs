@@ -82,6 +82,7 @@ pub const STUDIES: Table = Table {
         col("created_at", Timestamp),
         col("updated_at", Timestamp),
         col("preview_key", Text),
+        col("priority", F32),
     ],
     key: &["id"],
 };
@@ -97,6 +98,7 @@ pub const INFERENCE_RUNS: Table = Table {
         cast("timings_ms", Text, "jsonb"),
         col("created_at", Timestamp),
         col("heatmap_key", Text),
+        cast("model_trained", Text, "boolean"),
     ],
     key: &["id"],
 };
@@ -134,8 +136,27 @@ pub const ANNOTATIONS: Table = Table {
     key: &["id"],
 };
 
+pub const ANNOTATION_REVISIONS: Table = Table {
+    name: "annotation_revisions",
+    columns: &[
+        col("id", I64),
+        col("annotation_id", I64),
+        col("study_id", I64),
+        cast("change", Text, "annotation_change"),
+        col("label_set", Text),
+        col("label", Text),
+        col("x_min", F32),
+        col("y_min", F32),
+        col("width", F32),
+        col("height", F32),
+        col("changed_by", Text),
+        col("changed_at", Timestamp),
+    ],
+    key: &["id"],
+};
+
 /// Every table, parents before children (the order a restore loads them).
-pub const ALL: [&Table; 6] = [&LABEL_SETS, &LABELS, &STUDIES, &INFERENCE_RUNS, &FINDINGS, &ANNOTATIONS];
+pub const ALL: [&Table; 7] = [&LABEL_SETS, &LABELS, &STUDIES, &INFERENCE_RUNS, &FINDINGS, &ANNOTATIONS, &ANNOTATION_REVISIONS];
 
 impl Table {
     /// `SELECT` list: text casts for the types Arrow has no place for.
@@ -447,11 +468,12 @@ mod tests {
                 Values::Text(vec![Some("{}".into())]),
                 Values::Timestamp(vec![Some(t)]),
                 Values::Text(vec![None]),
+                Values::Text(vec![None]),
             ],
         };
         assert_eq!(TableData::from_parquet(&INFERENCE_RUNS, runs.to_parquet().expect("write")).expect("read"), runs);
 
-        // A backup written before `heatmap_key` existed reads with NULLs.
+        // A backup written before `heatmap_key` and `model_trained` existed reads with NULLs.
         const OLD_RUNS: Table = Table { name: "inference_runs", columns: INFERENCE_RUNS.columns.split_at(7).0, key: &["id"] };
         let old = TableData { table: &OLD_RUNS, columns: runs.columns[..7].to_vec() };
         assert_eq!(TableData::from_parquet(&INFERENCE_RUNS, old.to_parquet().expect("write")).expect("read"), runs);

@@ -7,8 +7,15 @@ use cxr_platform::storage::postgres::Database;
 use cxr_platform::storage::s3::ObjectStore;
 use cxr_platform::testing::{LocalStack, closed_port, seed, table_fingerprint};
 
-const TABLES: [(&str, &str); 6] =
-    [("label_sets", "name"), ("labels", "label_set, name"), ("studies", "id"), ("inference_runs", "id"), ("findings", "id"), ("annotations", "id")];
+const TABLES: [(&str, &str); 7] = [
+    ("label_sets", "name"),
+    ("labels", "label_set, name"),
+    ("studies", "id"),
+    ("inference_runs", "id"),
+    ("findings", "id"),
+    ("annotations", "id"),
+    ("annotation_revisions", "id"),
+];
 
 fn options(chunk: u32) -> BackupOptions {
     BackupOptions { prefix: "rds-backups".into(), chunk_studies: chunk, dry_run: false, time_budget: None }
@@ -58,11 +65,30 @@ async fn first_incremental_and_unchanged_runs_restore_to_an_equal_database() {
     let incremental = run_backup(&db, &store, &options(10)).await.expect("incremental run");
     assert_eq!(incremental.rows["studies"], 2, "the annotated study and the new one");
 
-    assert_eq!(manifests(&store, "rds-backups").await.expect("list").len(), 3);
+    // A radiologist edits one box and deletes another (through the
+    // repository, so the history is kept): the next backup holds exactly that.
+    let boxes: Vec<(i64, i64)> =
+        sqlx::query_as("SELECT study_id, id FROM annotations WHERE x_min IS NOT NULL ORDER BY id LIMIT 2").fetch_all(db.pool()).await.expect("boxes");
+    let rad = cxr_platform::domain::Owner::new("radiologist-1").expect("owner");
+    let change = cxr_platform::storage::postgres::studies::AnnotationChange { label: Some("Nodule/Mass".into()), bbox: None };
+    assert!(db.update_annotation(boxes[0].0, boxes[0].1, &change, &rad).await.expect("edit").is_some());
+    assert!(db.delete_annotation(boxes[1].0, boxes[1].1, &rad).await.expect("delete"));
+    let edits = run_backup(&db, &store, &options(10)).await.expect("run after edits");
+    assert_eq!(edits.rows["studies"], 2);
+    let revisions: i64 = sqlx::query_scalar("SELECT count(*) FROM annotation_revisions WHERE study_id = ANY($1)")
+        .bind(vec![boxes[0].0, boxes[1].0])
+        .fetch_one(db.pool())
+        .await
+        .expect("revisions");
+    assert_eq!(edits.rows["annotation_revisions"], revisions as u64, "the two studies' whole history");
+
+    assert_eq!(manifests(&store, "rds-backups").await.expect("list").len(), 4);
     let restored = stack.fresh_database().await;
     let report = restore(&restored, &store, "rds-backups").await.expect("restore");
-    assert_eq!(report.backups.len(), 3);
+    assert_eq!(report.backups.len(), 4);
     assert_same_content(&db, &restored).await;
+    let deleted: i64 = sqlx::query_scalar("SELECT count(*) FROM annotations WHERE id = $1").bind(boxes[1].1).fetch_one(restored.pool()).await.expect("count");
+    assert_eq!(deleted, 0, "the deleted box is gone from the restored database, its history kept");
 
     // Restoring twice into the same database is refused, not doubled.
     assert!(matches!(restore(&restored, &store, "rds-backups").await, Err(RestoreError::NotEmpty(54))));

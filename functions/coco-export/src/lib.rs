@@ -84,9 +84,10 @@ impl CocoExportJob {
         let s3_config = aws_sdk_s3::config::Builder::from(&sdk).force_path_style(force_path_style).build();
         let images = aws_sdk_s3::Client::from_conf(s3_config);
         let mart = match &settings.destination {
-            Destination::S3 { bucket, prefix } => {
-                DataMart::S3 { store: ObjectStore::new(&sdk, &S3Settings { images_bucket: bucket.clone(), force_path_style }), prefix: prefix.clone() }
-            }
+            Destination::S3 { bucket, prefix } => DataMart::S3 {
+                store: ObjectStore::new(&sdk, &S3Settings { images_bucket: bucket.clone(), force_path_style, presign_endpoint: None }),
+                prefix: prefix.clone(),
+            },
             Destination::Local(root) => DataMart::Local { root: root.clone() },
         };
         let db = Database::connect(&PostgresSettings::from_env(env)?).await?;

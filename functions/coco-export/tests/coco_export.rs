@@ -263,3 +263,54 @@ async fn sigkill_halfway_then_rerun_equals_an_uninterrupted_run() {
     assert!(want.len() > 40, "images, fragments and COCO files");
     pycocotools_accepts(&interrupted, &["train", "val"]);
 }
+
+#[tokio::test]
+async fn an_edited_box_is_exported_as_edited_and_a_deleted_box_is_gone() {
+    let stack = LocalStack::get();
+    let db = stack.fresh_database().await;
+    let (_images, missing) = lake_with_images(&db, 12).await;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().to_owned();
+    let mart = DataMart::Local { root: dir.clone() };
+    let key = UidKey::new(SECRET);
+    let s3 = stack.s3_client();
+    // An exportable annotated PNG study gets a second box.
+    let study: i64 = sqlx::query_scalar(
+        "SELECT a.study_id FROM annotations a JOIN studies s ON s.id = a.study_id
+          WHERE s.media_type = 'image/png' AND a.study_id <> $1 ORDER BY a.study_id LIMIT 1",
+    )
+    .bind(missing)
+    .fetch_one(db.pool())
+    .await
+    .expect("study");
+    let rad = cxr_platform::domain::Owner::new("radiologist-1").expect("owner");
+    let second = db
+        .add_annotation(
+            study,
+            &cxr_platform::storage::postgres::studies::NewAnnotation {
+                label_set: "vinbigdata".into(),
+                label: "Pleural effusion".into(),
+                bbox: Some(cxr_platform::domain::PixelBox::new(10.0, 10.0, 20.0, 20.0).expect("box")),
+                author: rad.clone(),
+            },
+        )
+        .await
+        .expect("second box");
+    run_export(&db, &s3, &mart, &key, &options()).await.expect("first export");
+    let of_study = |file: &CocoFile| file.annotations.iter().filter(|a| a.image_id == study).map(|a| (a.id, a.category_id, a.bbox)).collect::<Vec<_>>();
+    let first: i64 = sqlx::query_scalar("SELECT min(id) FROM annotations WHERE study_id = $1").bind(study).fetch_one(db.pool()).await.expect("first box");
+    assert_eq!(of_study(&coco(&dir, "all")).len(), 2);
+
+    // Move the first box and relabel it; delete the second.
+    let change = cxr_platform::storage::postgres::studies::AnnotationChange {
+        label: Some("Cardiomegaly".into()),
+        bbox: Some(Some(cxr_platform::domain::PixelBox::new(7.0, 8.0, 60.0, 50.0).expect("box"))),
+    };
+    db.update_annotation(study, first, &change, &rad).await.expect("edit").expect("edited");
+    assert!(db.delete_annotation(study, second.id, &rad).await.expect("delete"));
+    let report = run_export(&db, &s3, &mart, &key, &options()).await.expect("export after edits");
+    assert_eq!(report.studies_changed, 1);
+    assert_eq!(of_study(&coco(&dir, "all")), [(first, 4, [7.0, 8.0, 60.0, 50.0])], "exactly the edited box; the deleted one is gone");
+    let out = pycocotools_accepts(&dir, &["all"]);
+    assert!(out.contains("ok all"), "{out}");
+}

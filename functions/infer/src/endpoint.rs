@@ -41,12 +41,18 @@ pub struct ModelAnswer {
 pub struct AnswerModel {
     pub name: String,
     pub version: String,
+    /// False for generated weights (older servers do not say).
+    #[serde(default)]
+    pub trained: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
 pub struct AnswerFinding {
     pub label: String,
     pub probability: f32,
+    /// The label's decision threshold (older servers do not say).
+    #[serde(default)]
+    pub threshold: Option<f32>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -106,6 +106,8 @@ impl Inference {
                 model_version: model.version,
                 heatmap_key: hit.heatmap_key,
                 preview_key: hit.preview_key,
+                thresholds: hit.thresholds,
+                model_trained: hit.model_trained,
                 ..Default::default()
             };
             self.db.record_inference(study.row_id, &run, &findings).await?;
@@ -116,7 +118,9 @@ impl Inference {
 
         let answer = match self.endpoint.invoke(image, study.media_type, &study.s3_bucket, &study.s3_key).await {
             Ok(answer) => answer,
-            Err(EndpointError::Refused(reason)) => return self.fail(study, &format!("the model refused the image: {reason}")).await,
+            Err(EndpointError::Refused(reason)) => {
+                return self.fail(study, &format!("the model refused the image: {reason}")).await;
+            }
             Err(err) => {
                 self.db.set_study_status(study.row_id, StudyStatus::Uploaded, None).await?;
                 return Err(InferError::Endpoint(err));
@@ -136,8 +140,9 @@ impl Inference {
             model_version: model.version,
             heatmap_key,
             preview_key,
-            thresholds: Default::default(),
+            thresholds: answer.findings.iter().filter_map(|f| f.threshold.map(|t| (f.label.clone(), t))).collect(),
             timings_ms: answer.timings_ms.clone(),
+            model_trained: answer.model.trained,
         };
         let findings = findings_of(&answer, facts);
         // The run, its findings and status `done`: one transaction.
@@ -161,9 +166,13 @@ impl Inference {
         match self.results.cached(sha256, model).await {
             Ok(Some(hit)) => return Ok(Some(hit)),
             Ok(None) => {}
-            Err(err) => tracing::warn!(event = DYNAMODB_DEGRADED, error = %err, "result cache unreadable; asking PostgreSQL"),
+            Err(err) => {
+                tracing::warn!(event = DYNAMODB_DEGRADED, error = %err, "result cache unreadable; asking PostgreSQL")
+            }
         }
-        let Some((run, preview_key)) = self.db.inference_for_content(sha256, &model.name, &model.version).await? else { return Ok(None) };
+        let Some((run, preview_key)) = self.db.inference_for_content(sha256, &model.name, &model.version).await? else {
+            return Ok(None);
+        };
         let entry = CachedResult::of(sha256, &run, preview_key);
         if let Err(err) = self.results.put_cached(&entry).await {
             tracing::warn!(event = DYNAMODB_DEGRADED, error = %err, "result cache not repaired");
@@ -202,7 +211,9 @@ impl Inference {
     pub async fn publish(&self, study: &StudyRecord, sha256: Option<&Sha256Digest>) -> Option<Box<StudySnapshot>> {
         let mut stored = None;
         let copies = async {
-            let Some(study) = self.db.find_study(&study.owner, study.id).await? else { return Ok::<_, anyhow::Error>(()) };
+            let Some(study) = self.db.find_study(&study.owner, study.id).await? else {
+                return Ok::<_, anyhow::Error>(());
+            };
             let (snapshot, run) = StudySnapshot::read(&self.db, &study).await?;
             let snapshot = stored.insert(Box::new(snapshot));
             if snapshot.is_finished() {
@@ -229,7 +240,9 @@ fn findings_of(answer: &ModelAnswer, facts: &ImageFacts) -> Vec<NewFinding> {
         }
     }
     for b in &answer.boxes {
-        let Ok(bbox) = PixelBox::new(b.x_min, b.y_min, b.width, b.height).and_then(|bx| bx.within(facts.width, facts.height)) else { continue };
+        let Ok(bbox) = PixelBox::new(b.x_min, b.y_min, b.width, b.height).and_then(|bx| bx.within(facts.width, facts.height)) else {
+            continue;
+        };
         if let Ok(finding) = NewFinding::new(b.label.clone(), b.score.clamp(0.0, 1.0), Some(bbox), FindingSource::Cam) {
             findings.push(finding);
         }

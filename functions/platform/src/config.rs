@@ -118,13 +118,23 @@ pub struct S3Settings {
     /// Path-style addressing (`endpoint/bucket/key`), which S3-compatible
     /// servers need; AWS itself uses virtual-hosted style.
     pub force_path_style: bool,
+    /// `S3_PRESIGN_ENDPOINT_URL`: where clients of presigned URLs reach S3
+    /// when that is not where this process does (locally, the CORS front
+    /// nginx puts before the S3 stand-in for browsers). Unset in AWS.
+    pub presign_endpoint: Option<String>,
 }
 
 impl S3Settings {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let images_bucket = env.required("IMAGES_BUCKET", "name of the S3 bucket holding uploaded images")?;
         validate_bucket_name("IMAGES_BUCKET", &images_bucket)?;
-        Ok(Self { images_bucket, force_path_style: env.flag_or("S3_FORCE_PATH_STYLE", false)? })
+        let presign_endpoint = env.get("S3_PRESIGN_ENDPOINT_URL").filter(|v| !v.is_empty());
+        if let Some(url) = &presign_endpoint
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(ConfigError::Malformed { name: "S3_PRESIGN_ENDPOINT_URL", reason: "not an http(s) URL".into() });
+        }
+        Ok(Self { images_bucket, force_path_style: env.flag_or("S3_FORCE_PATH_STYLE", false)?, presign_endpoint })
     }
 }
 

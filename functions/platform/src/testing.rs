@@ -274,8 +274,8 @@ pub async fn seed(db: &Database, studies: i64, findings_per_study: i64) -> Resul
     .execute(&mut *tx)
     .await?;
     sqlx::query(
-        "INSERT INTO inference_runs (study_id, model_name, model_version, thresholds, timings_ms)
-         SELECT id, 'densenet121-res224-all', '1', '{\"Cardiomegaly\": 0.5}', jsonb_build_object('infer', id % 50)
+        "INSERT INTO inference_runs (study_id, model_name, model_version, thresholds, timings_ms, model_trained)
+         SELECT id, 'densenet121-res224-all', '1', '{\"Cardiomegaly\": 0.5}', jsonb_build_object('infer', id % 50), id % 2 = 0
            FROM studies WHERE id > $1 AND status = 'done'",
     )
     .bind(first)
@@ -301,6 +301,22 @@ pub async fn seed(db: &Database, studies: i64, findings_per_study: i64) -> Resul
          SELECT s.id, 'vinbigdata', l.name, 5, 6, 70, 80, 'radiologist-' || (s.id % 3)
            FROM studies s JOIN labels l ON l.label_set = 'vinbigdata' AND l.position = s.id % 14
           WHERE s.id > $1 AND s.id % 4 = 0",
+    )
+    .bind(first)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO annotation_revisions (annotation_id, study_id, change, label_set, label, x_min, y_min, width, height, changed_by, changed_at)
+         SELECT a.id, a.study_id, 'created', a.label_set, a.label, a.x_min, a.y_min, a.width, a.height, a.author, a.created_at
+           FROM annotations a WHERE a.study_id > $1",
+    )
+    .bind(first)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "UPDATE studies s SET priority = (SELECT COALESCE(max(f.probability), 0) FROM inference_runs r JOIN findings f ON f.inference_run_id = r.id
+                                           WHERE r.study_id = s.id AND f.source = 'model' AND f.probability >= 0.5)
+          WHERE s.id > $1 AND s.status = 'done'",
     )
     .bind(first)
     .execute(&mut *tx)

@@ -100,6 +100,7 @@ async fn an_inference_is_stored_whole_or_not_at_all() {
         timings_ms: BTreeMap::from([("infer".into(), 12.5)]),
         heatmap_key: Some("heatmaps/example.png".into()),
         preview_key: Some("previews/example.png".into()),
+        model_trained: Some(false),
     };
     let findings = vec![
         NewFinding::new("Cardiomegaly", 0.91, None, FindingSource::Model).expect("finding"),
@@ -112,7 +113,9 @@ async fn an_inference_is_stored_whole_or_not_at_all() {
     let mut bad = findings.clone();
     bad.push(NewFinding::new("L".repeat(200), 0.5, None, FindingSource::Model).expect("finding"));
     match db.record_inference(study.row_id, &run, &bad).await {
-        Err(DbError::CheckViolation { constraint }) => assert!(constraint.contains("findings"), "{constraint}"),
+        Err(DbError::CheckViolation { constraint }) => {
+            assert!(constraint.contains("findings"), "{constraint}")
+        }
         other => panic!("expected a check violation, got {other:?}"),
     }
     let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM inference_runs").fetch_one(db.pool()).await.expect("count");
@@ -128,6 +131,9 @@ async fn an_inference_is_stored_whole_or_not_at_all() {
     assert_eq!(latest.heatmap_key, run.heatmap_key);
     let stored = db.find_study(&study.owner, study.id).await.expect("find").expect("study");
     assert_eq!(stored.preview_key, run.preview_key, "the preview is kept on the study");
+    assert_eq!(latest.model_trained, Some(false));
+    // Priority: the highest positive model probability (the CAM box's score does not count).
+    assert_eq!(stored.priority, Some(0.91));
     assert_eq!(latest.findings.len(), 3);
     assert_eq!(latest.findings[2].label, "Effusion");
     let cam = latest.findings.iter().find(|f| f.source == FindingSource::Cam).expect("cam finding");
@@ -160,7 +166,9 @@ async fn constraint_violations_are_typed() {
         .await
         .map_err(DbError::from);
     match duplicate {
-        Err(DbError::UniqueViolation { constraint }) => assert_eq!(constraint, "studies_s3_bucket_s3_key_key"),
+        Err(DbError::UniqueViolation { constraint }) => {
+            assert_eq!(constraint, "studies_s3_bucket_s3_key_key")
+        }
         other => panic!("expected a unique violation, got {other:?}"),
     }
 

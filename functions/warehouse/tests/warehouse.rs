@@ -216,3 +216,39 @@ async fn runs_from_the_sample_scheduled_event() {
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert_eq!(warehouse.collection::<StudyDocument>("studies").count(doc! {}).await.expect("count"), 3);
 }
+
+#[tokio::test]
+async fn edited_and_deleted_annotations_are_what_the_next_load_holds() {
+    let stack = LocalStack::get();
+    let db = stack.fresh_database().await;
+    let warehouse = stack.fresh_warehouse().await;
+    let studies = warehouse.collection::<StudyDocument>("studies");
+    seed(&db, 8, 1).await.expect("seed");
+    let (study, public_id): (i64, uuid::Uuid) =
+        sqlx::query_as("SELECT s.id, s.public_id FROM studies s WHERE EXISTS (SELECT 1 FROM annotations a WHERE a.study_id = s.id) ORDER BY s.id LIMIT 1")
+            .fetch_one(db.pool())
+            .await
+            .expect("annotated study");
+    let rad = cxr_platform::domain::Owner::new("radiologist-2").expect("owner");
+    let extra = db
+        .add_annotation(
+            study,
+            &cxr_platform::storage::postgres::studies::NewAnnotation { label_set: "vinbigdata".into(), label: "ILD".into(), bbox: None, author: rad.clone() },
+        )
+        .await
+        .expect("extra");
+    run_load(&db, &studies, &options(10)).await.expect("first load");
+    let labels = |d: &StudyDocument| d.annotations.iter().map(|a| a.label.clone()).collect::<Vec<_>>();
+    let doc_of = || async { all(&studies).await.into_iter().find(|d| d.id == public_id.to_string()).expect("document") };
+    assert_eq!(doc_of().await.annotations.len(), 2);
+
+    let first: i64 = sqlx::query_scalar("SELECT min(id) FROM annotations WHERE study_id = $1").bind(study).fetch_one(db.pool()).await.expect("first");
+    let change = cxr_platform::storage::postgres::studies::AnnotationChange { label: Some("Pneumothorax".into()), bbox: None };
+    db.update_annotation(study, first, &change, &rad).await.expect("edit").expect("edited");
+    assert!(db.delete_annotation(study, extra.id, &rad).await.expect("delete"));
+    let second = run_load(&db, &studies, &options(10)).await.expect("load after edits");
+    assert_eq!(second.documents, 1, "only the edited study");
+    let document = doc_of().await;
+    assert_eq!(labels(&document), ["Pneumothorax"]);
+    assert_eq!(document, reference_load(&db, &warehouse).await.into_iter().find(|d| d.id == public_id.to_string()).expect("reference"));
+}

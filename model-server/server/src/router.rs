@@ -60,6 +60,9 @@ async fn metrics(State(state): State<AppState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.encode()).into_response()
 }
 
+/// Where every label's output turns positive (see [`Finding::threshold`]).
+pub const DECISION_THRESHOLD: f32 = 0.5;
+
 /// The answer to one image.
 #[derive(Debug, Serialize)]
 pub struct InvocationResponse {
@@ -100,6 +103,10 @@ pub struct ImageInfo {
 pub struct Finding {
     pub label: String,
     pub probability: f32,
+    /// Positive at or above this. Calibrated outputs put every label's
+    /// operating point at 0.5 (TorchXRayVision's `op_threshs`), and plain
+    /// sigmoid outputs are read at 0.5 too.
+    pub threshold: f32,
 }
 
 /// A box in original-image pixels, `[x_min, y_min]` from the top-left.
@@ -156,7 +163,9 @@ fn option(query: &HashMap<String, String>, headers: &HeaderMap, name: &str) -> O
 
 /// `explain=<label>` or `explain=top` (query or custom attributes).
 fn explain_request(state: &AppState, query: &HashMap<String, String>, headers: &HeaderMap) -> Result<Option<ExplainRequest>, ApiError> {
-    let Some(wanted) = option(query, headers, "explain") else { return Ok(None) };
+    let Some(wanted) = option(query, headers, "explain") else {
+        return Ok(None);
+    };
     if wanted.eq_ignore_ascii_case("top") {
         return Ok(Some(ExplainRequest::Top));
     }
@@ -244,7 +253,12 @@ async fn invoke(state: &AppState, body: Bytes, explain: Option<ExplainRequest>, 
     Ok(InvocationResponse {
         model: ModelInfo { name: manifest.name.clone(), version: manifest.version.clone(), trained: manifest.trained },
         image: ImageInfo { format: decoded.format, width: decoded.pixels.width, height: decoded.pixels.height, bit_depth: decoded.bit_depth },
-        findings: manifest.labels.iter().zip(prediction.probabilities).map(|(label, probability)| Finding { label: label.clone(), probability }).collect(),
+        findings: manifest
+            .labels
+            .iter()
+            .zip(prediction.probabilities)
+            .map(|(label, probability)| Finding { label: label.clone(), probability, threshold: DECISION_THRESHOLD })
+            .collect(),
         boxes,
         heatmap,
         preview,

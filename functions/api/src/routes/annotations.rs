@@ -1,12 +1,14 @@
 //! Radiologist annotations on a study: labels from a known label set,
-//! boxes inside the image.
+//! boxes inside the image. Edits and deletions keep the history (who
+//! changed what and when); the list shows the current state.
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use cxr_platform::domain::{LabelSet, Owner};
 use cxr_platform::domain::{LabelSets, PixelBox, StudyId};
-use cxr_platform::storage::postgres::studies::{AnnotationRecord, NewAnnotation, StudyRecord};
+use cxr_platform::storage::postgres::studies::{AnnotationChange, AnnotationRecord, AnnotationRevision, NewAnnotation, StudyRecord};
 use serde::Deserialize;
 
 use crate::app::AppState;
@@ -32,9 +34,31 @@ fn default_label_set() -> String {
     "vinbigdata".into()
 }
 
-async fn owned_study(state: &AppState, owner: &cxr_platform::domain::Owner, id: &str) -> Result<StudyRecord, ApiError> {
+async fn owned_study(state: &AppState, owner: &Owner, id: &str) -> Result<StudyRecord, ApiError> {
     let id: StudyId = id.parse().map_err(|_| ApiError::NotFound)?;
     state.db.find_study(owner, id).await?.ok_or(ApiError::NotFound)
+}
+
+fn label_set(name: &str) -> Result<&'static LabelSet, ApiError> {
+    LabelSets::builtin().get(name).ok_or_else(|| ApiError::Unprocessable(format!("unknown label set {name:?}")))
+}
+
+fn check_label(set: &LabelSet, label: &str) -> Result<(), ApiError> {
+    if set.contains(label) { Ok(()) } else { Err(ApiError::Unprocessable(format!("{label:?} is not a label of {}", set.name))) }
+}
+
+/// A box from a request body, inside the study's image.
+fn checked_box(study: &StudyRecord, raw: serde_json::Value) -> Result<PixelBox, ApiError> {
+    let bbox: PixelBox = serde_json::from_value(raw).map_err(|e| ApiError::Unprocessable(format!("box: {e}")))?;
+    // Bounds are known once the upload has been read.
+    let (Some(width), Some(height)) = (study.width, study.height) else {
+        return Err(ApiError::Conflict("the image has not been processed yet; boxes can be added once it has".into()));
+    };
+    bbox.within(width, height).map_err(|e| ApiError::Unprocessable(e.to_string()))
+}
+
+fn annotation_id(raw: &str) -> Result<i64, ApiError> {
+    raw.parse().map_err(|_| ApiError::AnnotationNotFound)
 }
 
 /// Add a radiologist annotation: a label of a known label set, with an
@@ -58,21 +82,9 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<AnnotationRecord>), ApiError> {
     let Json(request) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let study = owned_study(&state, &owner, &id).await?;
-    let set = LabelSets::builtin().get(&request.label_set).ok_or_else(|| ApiError::Unprocessable(format!("unknown label set {:?}", request.label_set)))?;
-    if !set.contains(&request.label) {
-        return Err(ApiError::Unprocessable(format!("{:?} is not a label of {}", request.label, set.name)));
-    }
-    let bbox = match request.bbox {
-        None => None,
-        Some(raw) => {
-            let bbox: PixelBox = serde_json::from_value(raw).map_err(|e| ApiError::Unprocessable(format!("box: {e}")))?;
-            // Bounds are known once the upload has been read.
-            let (Some(width), Some(height)) = (study.width, study.height) else {
-                return Err(ApiError::Conflict("the image has not been processed yet; boxes can be added once it has".into()));
-            };
-            Some(bbox.within(width, height).map_err(|e| ApiError::Unprocessable(e.to_string()))?)
-        }
-    };
+    let set = label_set(&request.label_set)?;
+    check_label(set, &request.label)?;
+    let bbox = request.bbox.map(|raw| checked_box(&study, raw)).transpose()?;
     let annotation = NewAnnotation { label_set: set.name.clone(), label: request.label, bbox, author: owner };
     let record = state.db.add_annotation(study.row_id, &annotation).await?;
     Ok((StatusCode::CREATED, Json(record)))
@@ -88,4 +100,90 @@ pub async fn create(
 pub async fn list(State(state): State<AppState>, Caller(owner): Caller, Path(id): Path<String>) -> Result<Json<Vec<AnnotationRecord>>, ApiError> {
     let study = owned_study(&state, &owner, &id).await?;
     Ok(Json(state.db.annotations(study.row_id).await?))
+}
+
+/// `PATCH /v1/studies/{id}/annotations/{annotation_id}` body: the fields
+/// to change. `"box": null` turns the annotation into an image-level label.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateAnnotation {
+    /// A label of the annotation's label set.
+    pub label: Option<String>,
+    /// The new box; `null` removes it; absent leaves it.
+    #[serde(rename = "box", default, deserialize_with = "present")]
+    #[schema(value_type = Option<PixelBox>)]
+    pub bbox: Option<Option<serde_json::Value>>,
+}
+
+/// Tells an absent field (`None`) from an explicit `null` (`Some(None)`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<serde_json::Value>>, D::Error> {
+    Ok(Some(Option::<serde_json::Value>::deserialize(d)?))
+}
+
+/// Change an annotation's label or box. The change is kept in the
+/// annotation's history with who made it.
+#[utoipa::path(patch, path = "/v1/studies/{id}/annotations/{annotation_id}", operation_id = "update_annotation", tag = "annotations",
+    params(("id" = String, Path, description = "Study id (UUID)"),
+           ("annotation_id" = i64, Path, description = "Annotation id")),
+    request_body = UpdateAnnotation,
+    responses(
+        (status = 200, description = "The annotation as changed", body = AnnotationRecord),
+        (status = 400, description = "Malformed body", content_type = "application/problem+json"),
+        (status = 404, description = "No such study of this caller, or no such annotation on it", content_type = "application/problem+json"),
+        (status = 409, description = "A box before the image has been read", content_type = "application/problem+json"),
+        (status = 422, description = "Unknown label, nothing to change, or a box outside the image", content_type = "application/problem+json"),
+    ))]
+pub async fn update(
+    State(state): State<AppState>,
+    Caller(owner): Caller,
+    Path((id, annotation)): Path<(String, String)>,
+    body: Result<Json<UpdateAnnotation>, JsonRejection>,
+) -> Result<Json<AnnotationRecord>, ApiError> {
+    let Json(request) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let study = owned_study(&state, &owner, &id).await?;
+    let annotation = annotation_id(&annotation)?;
+    if request.label.is_none() && request.bbox.is_none() {
+        return Err(ApiError::Unprocessable("nothing to change: give a label, a box, or both".into()));
+    }
+    let current = state.db.annotations(study.row_id).await?.into_iter().find(|a| a.id == annotation).ok_or(ApiError::AnnotationNotFound)?;
+    if let Some(label) = &request.label {
+        check_label(label_set(&current.label_set)?, label)?;
+    }
+    let bbox = match request.bbox {
+        None => None,
+        Some(None) => Some(None),
+        Some(Some(raw)) => Some(Some(checked_box(&study, raw)?)),
+    };
+    let change = AnnotationChange { label: request.label, bbox };
+    let record = state.db.update_annotation(study.row_id, annotation, &change, &owner).await?.ok_or(ApiError::AnnotationNotFound)?;
+    Ok(Json(record))
+}
+
+/// Delete an annotation. It leaves the study (and the next backup,
+/// warehouse load and COCO export); its history keeps what it was and who
+/// deleted it.
+#[utoipa::path(delete, path = "/v1/studies/{id}/annotations/{annotation_id}", operation_id = "delete_annotation", tag = "annotations",
+    params(("id" = String, Path, description = "Study id (UUID)"),
+           ("annotation_id" = i64, Path, description = "Annotation id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such study of this caller, or no such annotation on it", content_type = "application/problem+json"),
+    ))]
+pub async fn delete(State(state): State<AppState>, Caller(owner): Caller, Path((id, annotation)): Path<(String, String)>) -> Result<StatusCode, ApiError> {
+    let study = owned_study(&state, &owner, &id).await?;
+    let annotation = annotation_id(&annotation)?;
+    if state.db.delete_annotation(study.row_id, annotation, &owner).await? { Ok(StatusCode::NO_CONTENT) } else { Err(ApiError::AnnotationNotFound) }
+}
+
+/// Every change to the study's annotations, oldest first, deleted ones
+/// included.
+#[utoipa::path(get, path = "/v1/studies/{id}/annotations/history", operation_id = "annotation_history", tag = "annotations",
+    params(("id" = String, Path, description = "Study id (UUID)")),
+    responses(
+        (status = 200, description = "The history", body = Vec<AnnotationRevision>),
+        (status = 404, description = "No such study of this caller", content_type = "application/problem+json"),
+    ))]
+pub async fn history(State(state): State<AppState>, Caller(owner): Caller, Path(id): Path<String>) -> Result<Json<Vec<AnnotationRevision>>, ApiError> {
+    let study = owned_study(&state, &owner, &id).await?;
+    Ok(Json(state.db.annotation_history(study.row_id).await?))
 }

@@ -2,6 +2,7 @@
 
 pub mod annotations;
 pub mod health;
+pub mod label_sets;
 pub mod predict;
 pub mod studies;
 pub mod uploads;

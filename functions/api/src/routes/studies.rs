@@ -7,7 +7,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use base64::Engine;
 use cxr_platform::domain::{MediaType, StudyId, StudyStatus};
-use cxr_platform::storage::postgres::studies::{NewStudy, StudyFilter, StudyRecord};
+use cxr_platform::storage::postgres::studies::{NewStudy, StudyFilter, StudyOrder, StudyPosition, StudyRecord};
 use cxr_platform::storage::results::StudySnapshot;
 use cxr_platform::storage::s3::{ObjectKey, PresignedUrl};
 use serde::{Deserialize, Serialize};
@@ -138,10 +138,14 @@ pub async fn get(State(state): State<AppState>, Caller(owner): Caller, Path(id):
     // A malformed id is as unknown as someone else's.
     let id: StudyId = id.parse().map_err(|_| ApiError::NotFound)?;
     match state.results.snapshot(id).await {
-        Ok(Some(snapshot)) if snapshot.owner == owner => return Ok(Json(study_view(&state, snapshot).await?)),
+        Ok(Some(snapshot)) if snapshot.owner == owner => {
+            return Ok(Json(study_view(&state, snapshot).await?));
+        }
         Ok(Some(_)) => return Err(ApiError::NotFound),
         Ok(None) => {}
-        Err(err) => tracing::warn!(event = DYNAMODB_DEGRADED, error = %err, "hot copy unreadable; reading PostgreSQL"),
+        Err(err) => {
+            tracing::warn!(event = DYNAMODB_DEGRADED, error = %err, "hot copy unreadable; reading PostgreSQL")
+        }
     }
     let study = state.db.find_study(&owner, id).await?.ok_or(ApiError::NotFound)?;
     let snapshot = current_snapshot(&state, &study).await?;
@@ -173,6 +177,11 @@ pub struct ListQuery {
     pub created_from: Option<String>,
     /// Created before this time (RFC 3339).
     pub created_before: Option<String>,
+    /// `newest` (default) or `priority`: studies not yet reviewed (no
+    /// annotation) that have waited longer than the worklist's wait limit
+    /// first, oldest first; then by priority (the highest positive
+    /// probability), highest first.
+    pub sort: Option<String>,
     /// Page size, 1 to 100 (default 20).
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
@@ -193,17 +202,43 @@ pub struct StudySummary {
     pub media_type: MediaType,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// The highest probability among the latest run's positive findings
+    /// (0: none positive; absent before inference).
+    pub priority: Option<f32>,
+    /// With `sort=priority`: not yet reviewed and waiting longer than the
+    /// wait limit, so listed first whatever its priority.
+    pub overdue: bool,
 }
 
-/// The cursor is opaque to callers: base64url of `created_at|row id`.
-fn encode_cursor(study: &StudyRecord) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{}|{}", study.created_at.unix_timestamp_nanos(), study.row_id))
+/// The cursor is opaque to callers: base64url of `created_at|row id`
+/// (newest first), or `p|as_of|rank|score|created_at|row id` (priority).
+fn encode_cursor(position: &StudyPosition, order: StudyOrder) -> String {
+    let text = match (position, order) {
+        (StudyPosition::Newest { created_at, row_id }, _) => {
+            format!("{}|{row_id}", created_at.unix_timestamp_nanos())
+        }
+        (StudyPosition::Priority { rank, score, created_at, row_id }, StudyOrder::Priority { as_of, .. }) => {
+            format!("p|{}|{rank}|{score}|{}|{row_id}", as_of.unix_timestamp_nanos(), created_at.unix_timestamp_nanos())
+        }
+        (StudyPosition::Priority { .. }, StudyOrder::Newest) => String::new(),
+    };
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
 }
 
-fn decode_cursor(cursor: &str) -> Option<(OffsetDateTime, i64)> {
+/// The position a cursor names, and for priority cursors the `as_of`
+/// their listing started at.
+fn decode_cursor(cursor: &str) -> Option<(StudyPosition, Option<OffsetDateTime>)> {
     let text = String::from_utf8(base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cursor).ok()?).ok()?;
-    let (nanos, id) = text.split_once('|')?;
-    Some((OffsetDateTime::from_unix_timestamp_nanos(nanos.parse().ok()?).ok()?, id.parse().ok()?))
+    let time = |s: &str| OffsetDateTime::from_unix_timestamp_nanos(s.parse().ok()?).ok();
+    let parts: Vec<&str> = text.split('|').collect();
+    match parts.as_slice() {
+        [created_at, row_id] => Some((StudyPosition::Newest { created_at: time(created_at)?, row_id: row_id.parse().ok()? }, None)),
+        ["p", as_of, rank, score, created_at, row_id] => Some((
+            StudyPosition::Priority { rank: rank.parse().ok()?, score: score.parse().ok()?, created_at: time(created_at)?, row_id: row_id.parse().ok()? },
+            Some(time(as_of)?),
+        )),
+        _ => None,
+    }
 }
 
 fn timestamp(name: &str, value: Option<&str>) -> Result<Option<OffsetDateTime>, ApiError> {
@@ -241,13 +276,43 @@ pub async fn list(State(state): State<AppState>, Caller(owner): Caller, query: R
         created_before: timestamp("created_before", query.created_before.as_deref())?,
     };
     let after = query.cursor.as_deref().map(|c| decode_cursor(c).ok_or_else(|| ApiError::BadRequest("malformed cursor".into()))).transpose()?;
+    let order = match query.sort.as_deref() {
+        None | Some("newest") => StudyOrder::Newest,
+        Some("priority") => StudyOrder::Priority {
+            max_wait: state.settings.worklist_max_wait,
+            // Later pages keep the first page's "now", so no study moves
+            // between pages as time passes.
+            as_of: after.and_then(|(_, as_of)| as_of).unwrap_or_else(OffsetDateTime::now_utc),
+        },
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!("unknown sort {other:?}: newest or priority")));
+        }
+    };
+    let after = match (after, order) {
+        (Some((position @ StudyPosition::Newest { .. }, _)), StudyOrder::Newest) => Some(position),
+        (Some((position @ StudyPosition::Priority { .. }, _)), StudyOrder::Priority { .. }) => Some(position),
+        (Some(_), _) => {
+            return Err(ApiError::BadRequest("this cursor belongs to a listing in another order".into()));
+        }
+        (None, _) => None,
+    };
     // One more than asked: tells whether there is a next page.
-    let mut studies = state.db.list_studies(&owner, &filter, after, limit + 1).await?;
+    let mut studies = state.db.list_studies(&owner, &filter, order, after, limit + 1).await?;
     let more = studies.len() > limit as usize;
     studies.truncate(limit as usize);
-    let next_cursor = if more { studies.last().map(encode_cursor) } else { None };
+    let next_cursor = if more { studies.last().map(|(_, position)| encode_cursor(position, order)) } else { None };
     Ok(Json(StudyPage {
-        studies: studies.into_iter().map(|s| StudySummary { id: s.id, status: s.status, media_type: s.media_type, created_at: s.created_at }).collect(),
+        studies: studies
+            .into_iter()
+            .map(|(s, position)| StudySummary {
+                id: s.id,
+                status: s.status,
+                media_type: s.media_type,
+                created_at: s.created_at,
+                priority: s.priority,
+                overdue: matches!(position, StudyPosition::Priority { rank: 0, .. }),
+            })
+            .collect(),
         next_cursor,
     }))
 }

@@ -12,6 +12,8 @@
 //! `failed`) get a hot copy: they no longer change, so a copy cannot go
 //! stale; and a newer copy is never replaced by an older one (`version`).
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -53,6 +55,13 @@ pub struct StudySnapshot {
     pub heatmap_key: Option<String>,
     #[serde(default)]
     pub preview_key: Option<String>,
+    /// The latest run's decision threshold per label (a label it does not
+    /// name is positive at 0.5).
+    #[serde(default)]
+    pub thresholds: BTreeMap<String, f32>,
+    /// Whether the latest run's model was trained (`None`: not known).
+    #[serde(default)]
+    pub model_trained: Option<bool>,
 }
 
 impl StudySnapshot {
@@ -85,6 +94,8 @@ impl StudySnapshot {
             findings: run.map(|r| r.findings.clone()).unwrap_or_default(),
             heatmap_key: run.and_then(|r| r.heatmap_key.clone()),
             preview_key: study.preview_key.clone(),
+            thresholds: run.map(|r| r.thresholds.clone()).unwrap_or_default(),
+            model_trained: run.and_then(|r| r.model_trained),
         }
     }
 
@@ -112,6 +123,10 @@ pub struct CachedResult {
     /// content can show it).
     #[serde(default)]
     pub preview_key: Option<String>,
+    #[serde(default)]
+    pub thresholds: BTreeMap<String, f32>,
+    #[serde(default)]
+    pub model_trained: Option<bool>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
 }
@@ -120,7 +135,17 @@ impl CachedResult {
     pub fn of(sha256: &Sha256Digest, run: &InferenceRunRecord, preview_key: Option<String>) -> Self {
         let model = ModelRef { name: run.model_name.clone(), version: run.model_version.clone() };
         let (pk, sk) = cache_key(sha256, &model);
-        Self { pk, sk, model, findings: run.findings.clone(), heatmap_key: run.heatmap_key.clone(), preview_key, created_at: run.created_at }
+        Self {
+            pk,
+            sk,
+            model,
+            findings: run.findings.clone(),
+            heatmap_key: run.heatmap_key.clone(),
+            preview_key,
+            thresholds: run.thresholds.clone(),
+            model_trained: run.model_trained,
+            created_at: run.created_at,
+        }
     }
 }
 

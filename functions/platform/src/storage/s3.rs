@@ -124,17 +124,26 @@ const MAX_PRESIGN: Duration = Duration::from_secs(7 * 24 * 3600);
 #[derive(Clone, Debug)]
 pub struct ObjectStore {
     client: aws_sdk_s3::Client,
+    /// Signs the URLs handed to browsers and other clients: `client`
+    /// unless they reach S3 at another address (see
+    /// [`S3Settings::presign_endpoint`]).
+    presigner: aws_sdk_s3::Client,
     bucket: String,
 }
 
 impl ObjectStore {
     pub fn new(sdk: &SdkConfig, settings: &S3Settings) -> Self {
-        let config = aws_sdk_s3::config::Builder::from(sdk).force_path_style(settings.force_path_style).build();
-        Self::from_client(aws_sdk_s3::Client::from_conf(config), settings.images_bucket.clone())
+        let builder = aws_sdk_s3::config::Builder::from(sdk).force_path_style(settings.force_path_style);
+        let client = aws_sdk_s3::Client::from_conf(builder.clone().build());
+        let presigner = match &settings.presign_endpoint {
+            Some(endpoint) => aws_sdk_s3::Client::from_conf(builder.endpoint_url(endpoint).build()),
+            None => client.clone(),
+        };
+        Self { client, presigner, bucket: settings.images_bucket.clone() }
     }
 
     pub fn from_client(client: aws_sdk_s3::Client, bucket: impl Into<String>) -> Self {
-        Self { client, bucket: bucket.into() }
+        Self { presigner: client.clone(), client, bucket: bucket.into() }
     }
 
     pub fn bucket(&self) -> &str {
@@ -248,7 +257,7 @@ impl ObjectStore {
     pub async fn presign_put(&self, key: &ObjectKey, content_type: &str, content_length: u64, expires_in: Duration) -> Result<PresignedUrl, S3Error> {
         let length = i64::try_from(content_length).map_err(|_| S3Error::Presign("content length too large".into()))?;
         let request = self
-            .client
+            .presigner
             .put_object()
             .bucket(&self.bucket)
             .key(key.as_str())
@@ -286,7 +295,7 @@ impl ObjectStore {
     ) -> Result<PresignedUrl, S3Error> {
         let length = i64::try_from(content_length).map_err(|_| S3Error::Presign("part length too large".into()))?;
         let request = self
-            .client
+            .presigner
             .upload_part()
             .bucket(&self.bucket)
             .key(key.as_str())
@@ -319,7 +328,7 @@ impl ObjectStore {
     /// A URL that lets a client read one object.
     pub async fn presign_get(&self, key: &ObjectKey, expires_in: Duration) -> Result<PresignedUrl, S3Error> {
         let request =
-            self.client.get_object().bucket(&self.bucket).key(key.as_str()).presigned(presigning_config(expires_in)?).await.map_err(presign_failed)?;
+            self.presigner.get_object().bucket(&self.bucket).key(key.as_str()).presigned(presigning_config(expires_in)?).await.map_err(presign_failed)?;
         Ok(to_presigned_url(&request, expires_in))
     }
 }

@@ -33,6 +33,9 @@ pub struct StudyRecord {
     pub failure: Option<String>,
     /// S3 key of the browser-viewable preview PNG, once inferred.
     pub preview_key: Option<String>,
+    /// Worklist priority: the highest probability among the latest run's
+    /// positive findings (0 when none is positive; `None` before inference).
+    pub priority: Option<f32>,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
 }
@@ -48,6 +51,26 @@ pub struct StudyFilter {
     pub created_from: Option<OffsetDateTime>,
     /// Created before.
     pub created_before: Option<OffsetDateTime>,
+}
+
+/// How a listing is ordered.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum StudyOrder {
+    /// Newest first.
+    #[default]
+    Newest,
+    /// Triage: studies not yet reviewed (no annotation) that have waited
+    /// longer than `max_wait` first, oldest first, so no case is starved;
+    /// then the rest by priority (highest first, not yet inferred last),
+    /// oldest first among equals. `as_of` fixes "now" across pages.
+    Priority { max_wait: std::time::Duration, as_of: OffsetDateTime },
+}
+
+/// Where the previous page of a listing ended, in the listing's order.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum StudyPosition {
+    Newest { created_at: OffsetDateTime, row_id: i64 },
+    Priority { rank: i32, score: f32, created_at: OffsetDateTime, row_id: i64 },
 }
 
 /// What a caller asks for when creating a study.
@@ -125,6 +148,8 @@ pub struct NewInferenceRun {
     /// S3 key of the study's preview PNG made alongside the run (stored on
     /// the study; `None` keeps the one it has).
     pub preview_key: Option<String>,
+    /// Whether the model's weights were trained (`None`: not known).
+    pub model_trained: Option<bool>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -135,6 +160,7 @@ pub struct InferenceRunRecord {
     pub thresholds: BTreeMap<String, f32>,
     pub timings_ms: BTreeMap<String, f64>,
     pub heatmap_key: Option<String>,
+    pub model_trained: Option<bool>,
     pub created_at: OffsetDateTime,
     pub findings: Vec<FindingRecord>,
 }
@@ -170,10 +196,47 @@ pub struct AnnotationRecord {
     pub author: Owner,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// Who changed it last and when (the author and `created_at` until it
+    /// is edited).
+    pub updated_by: Owner,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+/// A change to one annotation: the label, the box, or both. `bbox`:
+/// `None` leaves it, `Some(None)` removes it (an image-level label).
+#[derive(Clone, Debug, Default)]
+pub struct AnnotationChange {
+    pub label: Option<String>,
+    pub bbox: Option<Option<PixelBox>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, sqlx::Type, utoipa::ToSchema)]
+#[sqlx(type_name = "annotation_change", rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
+pub enum AnnotationChangeKind {
+    Created,
+    Updated,
+    Deleted,
+}
+
+/// One state of an annotation's history: what it was after `change`, who
+/// made the change and when.
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct AnnotationRevision {
+    pub annotation_id: i64,
+    pub change: AnnotationChangeKind,
+    pub label_set: String,
+    pub label: String,
+    #[serde(rename = "box")]
+    pub bbox: Option<PixelBox>,
+    pub changed_by: Owner,
+    #[serde(with = "time::serde::rfc3339")]
+    pub changed_at: OffsetDateTime,
 }
 
 const STUDY_COLUMNS: &str = "id, public_id, owner, status, s3_bucket, s3_key, media_type, byte_size, sha256, \
-     width, height, bit_depth, modality, dicom, failure, preview_key, created_at, updated_at";
+     width, height, bit_depth, modality, dicom, failure, preview_key, priority, created_at, updated_at";
 
 fn study_from_row(row: &sqlx::postgres::PgRow) -> Result<StudyRecord, DbError> {
     // Values were validated on the way in and by CHECK constraints; a value
@@ -199,6 +262,7 @@ fn study_from_row(row: &sqlx::postgres::PgRow) -> Result<StudyRecord, DbError> {
         dicom: row.try_get("dicom")?,
         failure: row.try_get("failure")?,
         preview_key: row.try_get("preview_key")?,
+        priority: row.try_get("priority")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
@@ -252,44 +316,107 @@ impl Database {
         row.as_ref().map(study_from_row).transpose()
     }
 
-    /// A page of `owner`'s studies, newest first, after `after` (the
-    /// `(created_at, row id)` of the last study of the previous page),
-    /// narrowed by `filter`.
+    /// A page of `owner`'s studies in `order`, after `after` (where the
+    /// previous page ended; a position of another order is refused),
+    /// narrowed by `filter`. Each study comes with its position.
     pub async fn list_studies(
         &self,
         owner: &Owner,
         filter: &StudyFilter,
-        after: Option<(OffsetDateTime, i64)>,
+        order: StudyOrder,
+        after: Option<StudyPosition>,
         limit: u32,
-    ) -> Result<Vec<StudyRecord>, DbError> {
+    ) -> Result<Vec<(StudyRecord, StudyPosition)>, DbError> {
         // A label matches a radiologist annotation, or a model finding of
         // the study's latest run at or above `label_min_probability`.
-        let rows = sqlx::query(&format!(
-            "SELECT {STUDY_COLUMNS} FROM studies s
-              WHERE owner = $1 AND ($2::study_status IS NULL OR status = $2)
-                AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4))
-                AND ($6::timestamptz IS NULL OR created_at >= $6)
-                AND ($7::timestamptz IS NULL OR created_at < $7)
-                AND ($8::text IS NULL
-                     OR EXISTS (SELECT 1 FROM annotations a WHERE a.study_id = s.id AND a.label = $8)
+        const FILTER: &str = "owner = $1 AND ($2::study_status IS NULL OR status = $2)
+                AND ($3::timestamptz IS NULL OR created_at >= $3)
+                AND ($4::timestamptz IS NULL OR created_at < $4)
+                AND ($5::text IS NULL
+                     OR EXISTS (SELECT 1 FROM annotations a WHERE a.study_id = s.id AND a.label = $5)
                      OR EXISTS (SELECT 1 FROM findings f
                                  WHERE f.inference_run_id = (SELECT r.id FROM inference_runs r WHERE r.study_id = s.id
                                                               ORDER BY r.created_at DESC, r.id DESC LIMIT 1)
-                                   AND f.label = $8 AND f.source = 'model' AND f.probability >= $9))
-              ORDER BY created_at DESC, id DESC LIMIT $5"
-        ))
-        .bind(owner.as_str())
-        .bind(filter.status)
-        .bind(after.map(|(t, _)| t))
-        .bind(after.map_or(0, |(_, id)| id))
-        .bind(i64::from(limit))
-        .bind(filter.created_from)
-        .bind(filter.created_before)
-        .bind(&filter.label)
-        .bind(filter.label_min_probability)
-        .fetch_all(self.pool())
-        .await?;
-        rows.iter().map(study_from_row).collect()
+                                   AND f.label = $5 AND f.source = 'model' AND f.probability >= $6))";
+        let rows = match order {
+            StudyOrder::Newest => {
+                let (created_at, row_id) = match after {
+                    None => (None, 0),
+                    Some(StudyPosition::Newest { created_at, row_id }) => (Some(created_at), row_id),
+                    Some(_) => return Err(DbError::Other("a cursor of another order".into())),
+                };
+                let sql = format!(
+                    "SELECT {STUDY_COLUMNS}, 0 AS rank, 0::real AS score FROM studies s
+                      WHERE {FILTER} AND ($7::timestamptz IS NULL OR (created_at, id) < ($7, $8))
+                      ORDER BY created_at DESC, id DESC LIMIT $9"
+                );
+                sqlx::query(&sql)
+                    .bind(owner.as_str())
+                    .bind(filter.status)
+                    .bind(filter.created_from)
+                    .bind(filter.created_before)
+                    .bind(&filter.label)
+                    .bind(filter.label_min_probability)
+                    .bind(created_at)
+                    .bind(row_id)
+                    .bind(i64::from(limit))
+                    .fetch_all(self.pool())
+                    .await?
+            }
+            StudyOrder::Priority { max_wait, as_of } => {
+                let (rank, score, created_at, row_id) = match after {
+                    None => (None, 0.0, None, 0),
+                    Some(StudyPosition::Priority { rank, score, created_at, row_id }) => (Some(rank), score, Some(created_at), row_id),
+                    Some(_) => return Err(DbError::Other("a cursor of another order".into())),
+                };
+                // rank 0: not yet reviewed (no annotation) and waiting longer
+                // than max_wait, oldest first (key 0); rank 1: the rest by
+                // priority (key = -priority ascending; not yet inferred
+                // last), then oldest first. Studies created after `as_of`
+                // wait for the next listing, so pages stay consistent.
+                let sql = format!(
+                    "SELECT * FROM (
+                       SELECT {STUDY_COLUMNS},
+                              CASE WHEN created_at < $7::timestamptz - make_interval(secs => $8)
+                                    AND status <> 'failed'
+                                    AND NOT EXISTS (SELECT 1 FROM annotations a WHERE a.study_id = s.id)
+                                   THEN 0 ELSE 1 END AS rank,
+                              -COALESCE(priority, -1)::real AS score
+                         FROM studies s WHERE {FILTER} AND created_at <= $7) k
+                      WHERE $9::int IS NULL
+                         OR (rank, CASE WHEN rank = 0 THEN 0 ELSE score END, created_at, id) > ($9, $10::real, $11, $12)
+                      ORDER BY rank, CASE WHEN rank = 0 THEN 0 ELSE score END, created_at, id LIMIT $13"
+                );
+                sqlx::query(&sql)
+                    .bind(owner.as_str())
+                    .bind(filter.status)
+                    .bind(filter.created_from)
+                    .bind(filter.created_before)
+                    .bind(&filter.label)
+                    .bind(filter.label_min_probability)
+                    .bind(as_of)
+                    .bind(max_wait.as_secs_f64())
+                    .bind(rank)
+                    .bind(if rank == Some(0) { 0.0 } else { score })
+                    .bind(created_at)
+                    .bind(row_id)
+                    .bind(i64::from(limit))
+                    .fetch_all(self.pool())
+                    .await?
+            }
+        };
+        rows.iter()
+            .map(|row| {
+                let study = study_from_row(row)?;
+                let position = match order {
+                    StudyOrder::Newest => StudyPosition::Newest { created_at: study.created_at, row_id: study.row_id },
+                    StudyOrder::Priority { .. } => {
+                        StudyPosition::Priority { rank: row.try_get("rank")?, score: row.try_get("score")?, created_at: study.created_at, row_id: study.row_id }
+                    }
+                };
+                Ok((study, position))
+            })
+            .collect()
     }
 
     /// The study an uploaded object belongs to (for S3 event handlers).
@@ -350,11 +477,21 @@ impl Database {
     pub async fn record_inference(&self, study_row_id: i64, run: &NewInferenceRun, findings: &[NewFinding]) -> Result<i64, DbError> {
         let mut tx = self.begin().await?;
         let run_id = insert_inference(&mut tx, study_row_id, run, findings).await?;
-        let updated = sqlx::query("UPDATE studies SET status = 'done', failure = NULL, preview_key = COALESCE($2, preview_key) WHERE id = $1")
-            .bind(study_row_id)
-            .bind(&run.preview_key)
-            .execute(&mut *tx)
-            .await?;
+        // Priority: the highest probability among this run's positive
+        // findings (at or above the label's threshold, 0.5 when the run
+        // names none), 0 when none is positive.
+        let updated = sqlx::query(
+            "UPDATE studies SET status = 'done', failure = NULL, preview_key = COALESCE($2, preview_key),
+                    priority = (SELECT COALESCE(max(f.probability), 0) FROM findings f JOIN inference_runs r ON r.id = f.inference_run_id
+                                 WHERE r.id = $3 AND f.source = 'model'
+                                   AND f.probability >= COALESCE((r.thresholds ->> f.label)::real, 0.5))
+              WHERE id = $1",
+        )
+        .bind(study_row_id)
+        .bind(&run.preview_key)
+        .bind(run_id)
+        .execute(&mut *tx)
+        .await?;
         if updated.rows_affected() == 0 {
             return Err(DbError::NotFound);
         }
@@ -365,7 +502,7 @@ impl Database {
     /// The most recent inference run of a study, with its findings.
     pub async fn latest_inference(&self, study_row_id: i64) -> Result<Option<InferenceRunRecord>, DbError> {
         let run = sqlx::query(
-            "SELECT id, model_name, model_version, thresholds, timings_ms, heatmap_key, created_at
+            "SELECT id, model_name, model_version, thresholds, timings_ms, heatmap_key, model_trained, created_at
                FROM inference_runs WHERE study_id = $1 ORDER BY created_at DESC, id DESC LIMIT 1",
         )
         .bind(study_row_id)
@@ -389,7 +526,7 @@ impl Database {
         model_version: &str,
     ) -> Result<Option<(InferenceRunRecord, Option<String>)>, DbError> {
         let run = sqlx::query(
-            "SELECT r.id, r.model_name, r.model_version, r.thresholds, r.timings_ms, r.heatmap_key, r.created_at, s.preview_key
+            "SELECT r.id, r.model_name, r.model_version, r.thresholds, r.timings_ms, r.heatmap_key, r.model_trained, r.created_at, s.preview_key
                FROM studies s JOIN inference_runs r ON r.study_id = s.id
               WHERE s.sha256 = $1 AND r.model_name = $2 AND r.model_version = $3
               ORDER BY r.created_at DESC, r.id DESC LIMIT 1",
@@ -467,21 +604,23 @@ impl Database {
             thresholds: serde_json::from_value(json_map("thresholds")?).map_err(|e| DbError::Other(e.to_string()))?,
             timings_ms: serde_json::from_value(json_map("timings_ms")?).map_err(|e| DbError::Other(e.to_string()))?,
             heatmap_key: run.try_get("heatmap_key")?,
+            model_trained: run.try_get("model_trained")?,
             created_at: run.try_get("created_at")?,
             findings,
         })
     }
 
-    /// Adds a radiologist annotation. The label must belong to the label set
+    /// Adds a radiologist annotation and the first entry of its history,
+    /// in one transaction. The label must belong to the label set
     /// ([`DbError::ForeignKeyViolation`] otherwise); the caller checks the box
     /// against the image bounds, which it knows.
     pub async fn add_annotation(&self, study_row_id: i64, annotation: &NewAnnotation) -> Result<AnnotationRecord, DbError> {
         let b = annotation.bbox;
-        let row = sqlx::query(
+        let mut tx = self.begin().await?;
+        let row = sqlx::query(&format!(
             "INSERT INTO annotations (study_id, label_set, label, x_min, y_min, width, height, author)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-             RETURNING id, label_set, label, x_min, y_min, width, height, author, created_at",
-        )
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {ANNOTATION_COLUMNS}"
+        ))
         .bind(study_row_id)
         .bind(&annotation.label_set)
         .bind(&annotation.label)
@@ -490,38 +629,182 @@ impl Database {
         .bind(b.map(|b| b.width()))
         .bind(b.map(|b| b.height()))
         .bind(annotation.author.as_str())
-        .fetch_one(self.pool())
+        .fetch_one(&mut *tx)
         .await?;
-        annotation_from_row(&row)
+        let record = annotation_from_row(&row, None)?;
+        record_revision(&mut tx, study_row_id, &record, AnnotationChangeKind::Created, &annotation.author).await?;
+        tx.commit().await?;
+        Ok(AnnotationRecord { updated_at: record.created_at, ..record })
     }
 
+    /// Changes one annotation of a study; the new state goes into its
+    /// history with who changed it. `None` when the study has no such
+    /// annotation. The row is locked for the change, so concurrent edits
+    /// are applied one after the other.
+    pub async fn update_annotation(
+        &self,
+        study_row_id: i64,
+        annotation_id: i64,
+        change: &AnnotationChange,
+        by: &Owner,
+    ) -> Result<Option<AnnotationRecord>, DbError> {
+        let mut tx = self.begin().await?;
+        let Some(current) = sqlx::query(&format!("SELECT {ANNOTATION_COLUMNS} FROM annotations WHERE study_id = $1 AND id = $2 FOR UPDATE"))
+            .bind(study_row_id)
+            .bind(annotation_id)
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let current = annotation_from_row(&current, None)?;
+        let label = change.label.clone().unwrap_or(current.label);
+        let b = change.bbox.unwrap_or(current.bbox);
+        let row = sqlx::query(&format!(
+            "UPDATE annotations SET label = $3, x_min = $4, y_min = $5, width = $6, height = $7
+              WHERE study_id = $1 AND id = $2 RETURNING {ANNOTATION_COLUMNS}"
+        ))
+        .bind(study_row_id)
+        .bind(annotation_id)
+        .bind(&label)
+        .bind(b.map(|b| b.x_min()))
+        .bind(b.map(|b| b.y_min()))
+        .bind(b.map(|b| b.width()))
+        .bind(b.map(|b| b.height()))
+        .fetch_one(&mut *tx)
+        .await?;
+        let record = annotation_from_row(&row, None)?;
+        let changed_at = record_revision(&mut tx, study_row_id, &record, AnnotationChangeKind::Updated, by).await?;
+        tx.commit().await?;
+        Ok(Some(AnnotationRecord { updated_by: by.clone(), updated_at: changed_at, ..record }))
+    }
+
+    /// Deletes one annotation of a study, keeping what it was, who deleted
+    /// it and when in its history. `false` when there was no such
+    /// annotation.
+    pub async fn delete_annotation(&self, study_row_id: i64, annotation_id: i64, by: &Owner) -> Result<bool, DbError> {
+        let mut tx = self.begin().await?;
+        let Some(row) = sqlx::query(&format!("DELETE FROM annotations WHERE study_id = $1 AND id = $2 RETURNING {ANNOTATION_COLUMNS}"))
+            .bind(study_row_id)
+            .bind(annotation_id)
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(false);
+        };
+        let record = annotation_from_row(&row, None)?;
+        record_revision(&mut tx, study_row_id, &record, AnnotationChangeKind::Deleted, by).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// The study's annotations, oldest first, each with its last change.
     pub async fn annotations(&self, study_row_id: i64) -> Result<Vec<AnnotationRecord>, DbError> {
         let rows = sqlx::query(
-            "SELECT id, label_set, label, x_min, y_min, width, height, author, created_at
-               FROM annotations WHERE study_id = $1 ORDER BY created_at, id",
+            "SELECT a.id, a.label_set, a.label, a.x_min, a.y_min, a.width, a.height, a.author, a.created_at,
+                    last.changed_by, last.changed_at
+               FROM annotations a
+               LEFT JOIN LATERAL (SELECT changed_by, changed_at FROM annotation_revisions v
+                                   WHERE v.study_id = a.study_id AND v.annotation_id = a.id
+                                   ORDER BY v.id DESC LIMIT 1) last ON true
+              WHERE a.study_id = $1 ORDER BY a.created_at, a.id",
         )
         .bind(study_row_id)
         .fetch_all(self.pool())
         .await?;
-        rows.iter().map(annotation_from_row).collect()
+        rows.iter()
+            .map(|row| {
+                let last = match (row.try_get::<Option<String>, _>("changed_by")?, row.try_get::<Option<OffsetDateTime>, _>("changed_at")?) {
+                    (Some(by), Some(at)) => Some((owner_column(by, "annotation_revisions.changed_by")?, at)),
+                    _ => None,
+                };
+                annotation_from_row(row, last)
+            })
+            .collect()
+    }
+
+    /// Every change to the study's annotations, in the order made
+    /// (deleted annotations included).
+    pub async fn annotation_history(&self, study_row_id: i64) -> Result<Vec<AnnotationRevision>, DbError> {
+        let rows = sqlx::query(
+            "SELECT annotation_id, change, label_set, label, x_min, y_min, width, height, changed_by, changed_at
+               FROM annotation_revisions WHERE study_id = $1 ORDER BY id",
+        )
+        .bind(study_row_id)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(AnnotationRevision {
+                    annotation_id: row.try_get("annotation_id")?,
+                    change: row.try_get("change")?,
+                    label_set: row.try_get("label_set")?,
+                    label: row.try_get("label")?,
+                    bbox: box_from_columns(row)?,
+                    changed_by: owner_column(row.try_get("changed_by")?, "annotation_revisions.changed_by")?,
+                    changed_at: row.try_get("changed_at")?,
+                })
+            })
+            .collect()
     }
 }
 
-fn annotation_from_row(row: &sqlx::postgres::PgRow) -> Result<AnnotationRecord, DbError> {
+const ANNOTATION_COLUMNS: &str = "id, label_set, label, x_min, y_min, width, height, author, created_at";
+
+fn owner_column(value: String, column: &str) -> Result<Owner, DbError> {
+    Owner::new(value).map_err(|e| DbError::Other(format!("{column}: {e}")))
+}
+
+/// Appends the annotation's state after `change` to its history; answers
+/// when the change was made.
+async fn record_revision(
+    tx: &mut Transaction<'static, Postgres>,
+    study_row_id: i64,
+    annotation: &AnnotationRecord,
+    change: AnnotationChangeKind,
+    by: &Owner,
+) -> Result<OffsetDateTime, DbError> {
+    let b = annotation.bbox;
+    Ok(sqlx::query_scalar(
+        "INSERT INTO annotation_revisions (annotation_id, study_id, change, label_set, label, x_min, y_min, width, height, changed_by)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING changed_at",
+    )
+    .bind(annotation.id)
+    .bind(study_row_id)
+    .bind(change)
+    .bind(&annotation.label_set)
+    .bind(&annotation.label)
+    .bind(b.map(|b| b.x_min()))
+    .bind(b.map(|b| b.y_min()))
+    .bind(b.map(|b| b.width()))
+    .bind(b.map(|b| b.height()))
+    .bind(by.as_str())
+    .fetch_one(&mut **tx)
+    .await?)
+}
+
+/// An annotation row; `last` is its latest change (who, when), the author
+/// and creation time when absent.
+fn annotation_from_row(row: &sqlx::postgres::PgRow, last: Option<(Owner, OffsetDateTime)>) -> Result<AnnotationRecord, DbError> {
+    let author = owner_column(row.try_get("author")?, "annotations.author")?;
+    let created_at: OffsetDateTime = row.try_get("created_at")?;
+    let (updated_by, updated_at) = last.unwrap_or_else(|| (author.clone(), created_at));
     Ok(AnnotationRecord {
         id: row.try_get("id")?,
         label_set: row.try_get("label_set")?,
         label: row.try_get("label")?,
         bbox: box_from_columns(row)?,
-        author: Owner::new(row.try_get::<String, _>("author")?).map_err(|e| DbError::Other(format!("annotations.author: {e}")))?,
-        created_at: row.try_get("created_at")?,
+        author,
+        created_at,
+        updated_by,
+        updated_at,
     })
 }
 
 async fn insert_inference(tx: &mut Transaction<'static, Postgres>, study_row_id: i64, run: &NewInferenceRun, findings: &[NewFinding]) -> Result<i64, DbError> {
     let run_id: i64 = sqlx::query_scalar(
-        "INSERT INTO inference_runs (study_id, model_name, model_version, thresholds, timings_ms, heatmap_key)
-         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        "INSERT INTO inference_runs (study_id, model_name, model_version, thresholds, timings_ms, heatmap_key, model_trained)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
     )
     .bind(study_row_id)
     .bind(&run.model_name)
@@ -529,6 +812,7 @@ async fn insert_inference(tx: &mut Transaction<'static, Postgres>, study_row_id:
     .bind(to_json(&run.thresholds)?)
     .bind(to_json(&run.timings_ms)?)
     .bind(&run.heatmap_key)
+    .bind(run.model_trained)
     .fetch_one(&mut **tx)
     .await?;
     // One statement for all findings: arrays bound as parameters, unnested.

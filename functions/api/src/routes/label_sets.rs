@@ -1,0 +1,18 @@
+//! `GET /v1/label-sets`: the label sets the platform knows, so clients
+//! (the web app's label picker) never keep a copy of their own.
+
+use axum::Json;
+use cxr_platform::domain::{LabelSet, LabelSets};
+
+use crate::auth::Caller;
+
+/// Every label set, labels in their dataset order (`vinbigdata`: the
+/// annotation classes; `torchxrayvision-all`: the model's outputs).
+#[utoipa::path(get, path = "/v1/label-sets", operation_id = "list_label_sets", tag = "annotations",
+    responses(
+        (status = 200, description = "The label sets", body = Vec<LabelSet>),
+        (status = 401, description = "No or unknown credentials", content_type = "application/problem+json"),
+    ))]
+pub async fn list(_caller: Caller) -> Json<Vec<LabelSet>> {
+    Json(LabelSets::builtin().iter().cloned().collect())
+}
