@@ -2,7 +2,8 @@
 # Local development stack: real servers standing in for the AWS services.
 #
 #   infra/local/dev.sh up        install what is missing, start the stack, provision it, start the model
-#                                server, the API and the S3-event relay, print endpoints
+#                                server, the API, the S3-event relay, the OpenID provider and the web
+#                                app (nginx), print the app's URL and the endpoints
 #   infra/local/dev.sh test      run the whole test suite (starts the stack for the run if it is not up)
 #   infra/local/dev.sh status    health of each stand-in
 #   infra/local/dev.sh env       the variables that point the AWS SDKs at the stack (eval-able)
@@ -16,12 +17,17 @@
 # The platform's own processes (`up` only): the model server (generated
 # DenseNet-121 weights, standing in for the SageMaker endpoint), the API, and
 # `infer relay`, which delivers the S3 ObjectCreated events s3s-fs cannot
-# send to the same handler the S3-triggered Lambda runs.
+# send to the same handler the S3-triggered Lambda runs. The web app: a
+# standards OpenID provider standing in for Cognito (frontend/dev/
+# oidc-provider.mjs, users alice and bob), and nginx serving the built app on
+# one origin with /v1 passed to the API, plus a CORS front before s3s-fs
+# (which has no CORS) that browsers' presigned uploads go through.
 #
 # Settings (environment): CXR_STACK_DIR (data, default .stack), CXR_TOOLS_DIR
 # (installed tools, default ~/.cache/cxr-tools), CXR_PG_PORT (55432),
 # CXR_S3_PORT (59000), CXR_DYNAMODB_PORT (58000), CXR_DOCUMENTDB_PORT (57017),
-# CXR_MODEL_PORT (58080), CXR_API_PORT (3000).
+# CXR_MODEL_PORT (58080), CXR_API_PORT (3000), CXR_APP_PORT (8000), CXR_S3_CORS_PORT
+# (59001), CXR_OIDC_PORT (58090).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -33,6 +39,12 @@ DYNAMODB_PORT=${CXR_DYNAMODB_PORT:-58000}
 DOCUMENTDB_PORT=${CXR_DOCUMENTDB_PORT:-57017}
 MODEL_PORT=${CXR_MODEL_PORT:-58080}
 API_PORT=${CXR_API_PORT:-3000}
+APP_PORT=${CXR_APP_PORT:-8000}
+S3_CORS_PORT=${CXR_S3_CORS_PORT:-59001}
+OIDC_PORT=${CXR_OIDC_PORT:-58090}
+APP_URL=http://127.0.0.1:$APP_PORT
+OIDC_ISSUER=http://127.0.0.1:$OIDC_PORT
+OIDC_CLIENT_ID=cxr-web-local
 
 S3S_FS_VERSION=0.14.1
 DYNALITE_VERSION=4.0.0
@@ -82,6 +94,7 @@ install_tools() {
   command -v curl >/dev/null || missing+=(curl)
   command -v node >/dev/null || missing+=(nodejs npm)
   command -v runuser >/dev/null || missing+=(util-linux)
+  command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
   if [ ${#missing[@]} -gt 0 ]; then log "installing Debian packages: ${missing[*]}"; apt_install "${missing[@]}"; fi
 
   if ! command -v s3s-fs >/dev/null || [ "$(s3s-fs --version 2>/dev/null | awk '{print $2}')" != "$S3S_FS_VERSION" ]; then
@@ -119,6 +132,18 @@ install_tools() {
     log "installing cargo-nextest"
     cargo install --quiet --locked cargo-nextest
   fi
+
+  # The web app's packages (pinned in package-lock.json), again whenever the lock changes.
+  if [ ! -f "$ROOT/frontend/node_modules/.package-lock.json" ] ||
+     ! cmp -s "$ROOT/frontend/package-lock.json" "$ROOT/frontend/node_modules/.cxr-installed-lock"; then
+    log "installing the web app's npm packages (npm ci)"
+    (cd "$ROOT/frontend" && npm ci --silent --no-audit --no-fund >/dev/null && cp package-lock.json node_modules/.cxr-installed-lock)
+  fi
+}
+
+# The browser the web app's tests drive (Debian's Chromium; nothing is downloaded).
+install_browser() {
+  if [ ! -x /usr/bin/chromium ]; then log "installing chromium (Debian)"; apt_install chromium; fi
 }
 
 # ---------------------------------------------------------------- processes
@@ -259,7 +284,10 @@ start_platform() {
     log "api         already running on 127.0.0.1:$API_PORT"
   else
     port_taken "$API_PORT" && refuse_foreign api "$API_PORT" CXR_API_PORT
-    spawn api "$bin/api"
+    # Browsers reach S3 through the CORS front, and sign in at the local
+    # OpenID provider, whose JWTs the API verifies as API Gateway would.
+    spawn api env S3_PRESIGN_ENDPOINT_URL="http://127.0.0.1:$S3_CORS_PORT" OIDC_ISSUER="$OIDC_ISSUER" \
+      OIDC_AUDIENCE="$OIDC_CLIENT_ID" "$bin/api"
     wait_until api 120 healthy_api
     log "api         started on http://127.0.0.1:$API_PORT"
   fi
@@ -271,7 +299,111 @@ start_platform() {
   fi
 }
 
+# ---------------------------------------------------------------- web app
+healthy_oidc() { curl -sf -m 2 -o /dev/null "$OIDC_ISSUER/.well-known/openid-configuration"; }
+healthy_web() { curl -sf -m 2 -o /dev/null "$APP_URL/config.json"; }
+nginx_bin() { command -v nginx || echo /usr/sbin/nginx; }
+
+write_nginx_conf() {
+  mkdir -p "$STACK_DIR/nginx/tmp" "$STACK_DIR/web"
+  # One build serves every stage: the local settings are served beside it.
+  cat >"$STACK_DIR/web/config.json" <<EOF
+{ "apiUrl": "", "oidcAuthority": "$OIDC_ISSUER", "oidcClientId": "$OIDC_CLIENT_ID" }
+EOF
+  local user_line=""
+  if [ "$(id -u)" = 0 ]; then user_line="user root;"; fi
+  cat >"$STACK_DIR/nginx/nginx.conf" <<EOF
+# Generated by infra/local/dev.sh.
+$user_line
+daemon off;
+worker_processes 1;
+pid $STACK_DIR/nginx/nginx.pid;
+error_log $STACK_DIR/logs/nginx-error.log warn;
+events { worker_connections 512; }
+http {
+  include /etc/nginx/mime.types;
+  access_log $STACK_DIR/logs/nginx-access.log;
+  client_body_temp_path $STACK_DIR/nginx/tmp/body;
+  proxy_temp_path $STACK_DIR/nginx/tmp/proxy;
+  fastcgi_temp_path $STACK_DIR/nginx/tmp/fastcgi;
+  uwsgi_temp_path $STACK_DIR/nginx/tmp/uwsgi;
+  scgi_temp_path $STACK_DIR/nginx/tmp/scgi;
+  client_max_body_size 70m;
+
+  # The web app on one origin: the build, its settings, and /v1 to the API.
+  server {
+    listen 127.0.0.1:$APP_PORT;
+    root $ROOT/frontend/dist;
+    location = /config.json { alias $STACK_DIR/web/config.json; add_header Cache-Control "no-store"; }
+    location /assets/ { add_header Cache-Control "public, max-age=31536000, immutable"; }
+    location /v1/ { proxy_pass http://127.0.0.1:$API_PORT; proxy_set_header Host \$http_host; proxy_buffering off; }
+    location / { try_files \$uri /index.html; add_header Cache-Control "no-cache"; }
+  }
+
+  # s3s-fs has no CORS: this front adds it for the app's origins. The Host
+  # header is passed unchanged, so SigV4 signatures made for this address
+  # (the API's S3_PRESIGN_ENDPOINT_URL) verify at s3s-fs.
+  map \$http_origin \$cors_origin {
+    default "";
+    "$APP_URL" \$http_origin;
+    "http://localhost:$APP_PORT" \$http_origin;
+    "http://127.0.0.1:5173" \$http_origin;
+  }
+  server {
+    listen 127.0.0.1:$S3_CORS_PORT;
+    location / {
+      if (\$request_method = OPTIONS) {
+        add_header Access-Control-Allow-Origin \$cors_origin;
+        add_header Access-Control-Allow-Methods "GET, PUT, HEAD";
+        add_header Access-Control-Allow-Headers "content-type, content-md5";
+        add_header Access-Control-Max-Age 600;
+        return 204;
+      }
+      add_header Access-Control-Allow-Origin \$cors_origin always;
+      add_header Access-Control-Expose-Headers "ETag" always;
+      proxy_pass http://127.0.0.1:$S3_PORT;
+      proxy_set_header Host \$http_host;
+      proxy_request_buffering off;
+      proxy_buffering off;
+    }
+  }
+}
+EOF
+}
+
+nginx_cmd() { "$(nginx_bin)" -p "$STACK_DIR/nginx" -c "$STACK_DIR/nginx/nginx.conf" -e "$STACK_DIR/logs/nginx-error.log" "$@"; }
+
+build_web() {
+  log "building the web app (tsc + vite)"
+  (cd "$ROOT/frontend" && npm run --silent build >"$STACK_DIR/logs/web-build.log" 2>&1) || die "web app build failed; see $STACK_DIR/logs/web-build.log"
+}
+
+start_web() {
+  if pid_alive "$STACK_DIR/run/oidc.pid" && healthy_oidc; then
+    log "oidc        already running on $OIDC_ISSUER"
+  else
+    port_taken "$OIDC_PORT" && refuse_foreign oidc-provider "$OIDC_PORT" CXR_OIDC_PORT
+    spawn oidc env OIDC_PORT="$OIDC_PORT" OIDC_ISSUER="$OIDC_ISSUER" OIDC_CLIENT_ID="$OIDC_CLIENT_ID" \
+      OIDC_APP_ORIGINS="$APP_URL,http://localhost:$APP_PORT,http://127.0.0.1:5173" node "$ROOT/frontend/dev/oidc-provider.mjs"
+    wait_until "OpenID provider" 80 healthy_oidc
+    log "oidc        started on $OIDC_ISSUER (users alice / alice-password, bob / bob-password)"
+  fi
+  write_nginx_conf
+  if pid_alive "$STACK_DIR/run/nginx.pid" && healthy_web; then
+    nginx_cmd -s reload 2>/dev/null || true
+    log "web         already running on $APP_URL (configuration reloaded)"
+  else
+    port_taken "$APP_PORT" && refuse_foreign nginx "$APP_PORT" CXR_APP_PORT
+    port_taken "$S3_CORS_PORT" && refuse_foreign nginx "$S3_CORS_PORT" CXR_S3_CORS_PORT
+    spawn nginx "$(nginx_bin)" -p "$STACK_DIR/nginx" -c "$STACK_DIR/nginx/nginx.conf" -e "$STACK_DIR/logs/nginx-error.log"
+    wait_until nginx 40 healthy_web
+    log "web         started on $APP_URL"
+  fi
+}
+
 stop_stack() {
+  stop_pidfile nginx
+  stop_pidfile oidc
   stop_pidfile relay
   stop_pidfile api
   stop_pidfile model
@@ -327,7 +459,7 @@ stack_healthy() {
 
 status() {
   local s
-  for s in postgres s3 dynamodb documentdb model api relay; do
+  for s in postgres s3 dynamodb documentdb model api relay oidc web; do
     if "healthy_$s" >/dev/null 2>&1; then printf '  %-11s healthy\n' "$s"; else printf '  %-11s DOWN\n' "$s"; fi
   done
 }
@@ -346,7 +478,11 @@ cmd_up() {
   "$ROOT/target/debug/cxr-admin" provision
   "$ROOT/target/debug/cxr-admin" check
   start_platform
+  build_web
+  start_web
   cat >&2 <<EOF
+
+Web app: $APP_URL   (sign in as alice / alice-password, or bob / bob-password)
 
 Local stack is up. Data: $STACK_DIR (logs in $STACK_DIR/logs)
   PostgreSQL (RDS)        $DATABASE_URL
@@ -356,6 +492,8 @@ Local stack is up. Data: $STACK_DIR (logs in $STACK_DIR/logs)
   Model server (SageMaker) $AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME   endpoint $MODEL_ENDPOINT_NAME (generated weights)
   API                     http://$API_ADDR/v1   (openapi: /v1/openapi.json; token: local-dev-token-alice)
   S3-event relay          running (logs: $STACK_DIR/logs/relay.log)
+  OpenID provider (Cognito) $OIDC_ISSUER   client $OIDC_CLIENT_ID
+  S3 CORS front (browsers) http://127.0.0.1:$S3_CORS_PORT
 
 Use it from a shell:   source $STACK_DIR/env
 Stop it:               infra/local/dev.sh down
@@ -364,6 +502,7 @@ EOF
 
 cmd_test() {
   install_tools
+  install_browser
   local started=
   if ! stack_healthy 2>/dev/null; then
     started=1
@@ -380,12 +519,34 @@ cmd_test() {
     "SELECT 'DROP DATABASE \"' || datname || '\";' FROM pg_database WHERE datname LIKE 'test\_%'" |
     PGPASSWORD=$PG_PASSWORD psql -q -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER" -d postgres >/dev/null
   cd "$ROOT"
+  log "checking formatting (cargo fmt, rustfmt.toml)"
+  cargo fmt --all --check
   log "linting the SAM template"
   "$TOOLS_DIR/lint/bin/cfn-lint" infra/template.yaml
   local profile=()
   [ -n "${CI:-}" ] && profile=(--profile ci)
-  cargo nextest run --workspace --no-fail-fast "${profile[@]}" "$@"
+  local rust=0 web=0
+  cargo nextest run --workspace --no-fail-fast "${profile[@]}" "$@" || rust=$?
+  web_tests || web=$?
   if [ -n "$started" ]; then log "stopping the stack this run started"; fi
+  [ "$rust" = 0 ] && [ "$web" = 0 ]
+}
+
+# The web app: type check, lint and unit tests, then the browser tests in
+# Debian's Chromium against the real local stack (API, S3 stand-in behind
+# its CORS front, relay, model server, OpenID provider), started here if
+# it is not running.
+web_tests() {
+  log "web app: type check, lint, unit tests"
+  (cd "$ROOT/frontend" && npm run --silent typecheck && npm run --silent lint && npm run --silent test:unit) || return 1
+  log "web app: browser tests (building and starting the platform's processes if needed)"
+  (cd "$ROOT" && cargo build --quiet -p cxr-admin -p cxr-model-server -p cxr-api -p cxr-infer) || return 1
+  "$ROOT/target/debug/cxr-admin" provision >/dev/null || return 1
+  start_platform
+  build_web
+  start_web
+  (cd "$ROOT/frontend" && CXR_APP_URL="$APP_URL" CXR_API_URL="http://127.0.0.1:$API_PORT" CXR_STACK_DIR="$STACK_DIR" \
+    CXR_S3_URL="http://127.0.0.1:$S3_PORT" npm run --silent test:e2e)
 }
 
 case "${1:-}" in
