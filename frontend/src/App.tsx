@@ -104,10 +104,10 @@ function Shell({ children, userName, onSignOut }: { children: ReactNode; userNam
   const [theme, toggleTheme] = useTheme();
   return (
     <>
-      <a className="skip" href="#main">
-        Skip to content
-      </a>
       <header className="top">
+        <a className="skip" href="#main">
+          Skip to content
+        </a>
         <span className="brand">CXR findings</span>
         {userName && (
           <nav aria-label="Main">
@@ -131,7 +131,7 @@ function Shell({ children, userName, onSignOut }: { children: ReactNode; userNam
         )}
       </header>
       <div id="main">{children}</div>
-      <footer className="notice" role="note">
+      <footer className="notice">
         {NOT_A_DIAGNOSIS}
       </footer>
     </>

@@ -396,6 +396,8 @@ export interface components {
              *     (0: none positive; absent before inference).
              */
             priority?: number | null;
+            /** @description The label of that probability (absent when none is positive). */
+            priority_label?: string | null;
             status: components["schemas"]["StudyStatus"];
         };
         /** @description A study: its status and, once inferred, findings and image URLs. */

@@ -113,6 +113,7 @@ export function WorklistPage() {
             <th scope="col">Created</th>
             <th scope="col">Type</th>
             <th scope="col">AI status</th>
+            <th scope="col">Top finding</th>
             <th scope="col">Priority</th>
             <th scope="col">
               <span className="visually-hidden">Open</span>
@@ -125,6 +126,7 @@ export function WorklistPage() {
               <td>{new Date(s.created_at).toLocaleString()}</td>
               <td>{s.media_type === "application/dicom" ? "DICOM" : s.media_type === "image/png" ? "PNG" : "JPEG"}</td>
               <td className={`status-${s.status}`}>{AI_STATUS[s.status] ?? s.status}</td>
+              <td>{s.priority_label ?? (s.priority === 0 ? "None above threshold" : "–")}</td>
               <td className="num">
                 {s.overdue && <strong className="overdue">Waiting long · </strong>}
                 {s.priority == null ? "–" : `${(s.priority * 100).toFixed(0)}%`}

@@ -5,7 +5,8 @@
 // use the development bearer token of the same user (alice).
 //
 //   CXR_APP_URL (http://127.0.0.1:8000), CXR_API_URL (http://127.0.0.1:3000),
-//   CXR_STACK_DIR (../.stack), CXR_UPDATE_SCREENSHOTS=1 to refresh docs/screenshots.
+//   CXR_STACK_DIR (../.stack), CXR_UPDATE_SCREENSHOTS=1 to refresh docs/screenshots,
+//   CXR_E2E_ONLY=<part of a test name> to run some.
 import { spawn } from "node:child_process";
 import { copyFileSync, mkdirSync, openSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
@@ -124,7 +125,7 @@ const axeFindings = [];
 async function axe(page, screen) {
   const result = await new AxeBuilder({ page }).analyze();
   const bad = result.violations.filter((v) => v.impact === "serious" || v.impact === "critical");
-  axeFindings.push({ screen, serious: bad.length, all: result.violations.length });
+  axeFindings.push({ screen, serious: bad.length, all: result.violations.length, ids: result.violations.map((v) => `${v.id}/${v.impact}`) });
   expect(bad.length === 0, `axe on ${screen}: ${bad.map((v) => `${v.id} (${v.impact}): ${v.nodes.map((n) => n.target.join(" ")).slice(0, 3).join(", ")}`).join("; ")}`);
 }
 
@@ -383,14 +384,14 @@ test("a file that is not an image gets a clear error and nothing is created", as
 });
 
 /** Stops the API (SIGTERM) and later starts it again as dev.sh does. */
-function apiProcess() {
+function apiProcess(extraEnv = {}) {
   const pidFile = join(STACK, "run/api.pid");
   const env = { ...process.env };
   for (const line of readFileSync(join(STACK, "env"), "utf8").split("\n")) {
     const m = /^export ([A-Z0-9_]+)=(.*)$/.exec(line);
     if (m) env[m[1]] = m[2];
   }
-  Object.assign(env, { S3_PRESIGN_ENDPOINT_URL: "http://127.0.0.1:59001", OIDC_ISSUER: "http://127.0.0.1:58090", OIDC_AUDIENCE: "cxr-web-local" });
+  Object.assign(env, { S3_PRESIGN_ENDPOINT_URL: "http://127.0.0.1:59001", OIDC_ISSUER: "http://127.0.0.1:58090", OIDC_AUDIENCE: "cxr-web-local" }, extraEnv);
   return {
     async stop() {
       process.kill(Number(readFileSync(pidFile, "utf8")), "SIGTERM");
@@ -426,11 +427,67 @@ test("the API stopped mid-upload gives a clear message, and the retry succeeds",
   await context.close();
 });
 
+test("a file above the single-PUT limit goes up in parts, several at once, with one progress bar", async () => {
+  // The API again, with a 6 MiB single-PUT limit and 5 MiB parts (AWS: 50 MiB and 16 MiB).
+  await apiProcess().stop();
+  const small = apiProcess({ MAX_UPLOAD_BYTES: String(6 * 1024 * 1024), MULTIPART_PART_BYTES: String(5 * 1024 * 1024) });
+  await small.start();
+  const { page, context } = await newPage();
+  try {
+    await signIn(page);
+    const puts = new Set();
+    page.on("request", (r) => {
+      if (r.method() === "PUT" && r.url().includes("partNumber=")) puts.add(new URL(r.url()).searchParams.get("partNumber"));
+    });
+    const side = 2400;
+    const dicom = makeDicom({ width: side, height: side, pixel: (x, y) => (x * 3 + y * 5) % 4096, bitsStored: 12 });
+    expect(dicom.length > 10 * 1024 * 1024, `big enough: ${dicom.length}`);
+    // A 3 MB/s uplink: long enough to see the one progress bar of the three parts.
+    const cdp = await context.newCDPSession(page);
+    await cdp.send("Network.enable");
+    await cdp.send("Network.emulateNetworkConditions", { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: 3 * 1024 * 1024 });
+    await uploadFile(page, "large.dcm", "application/dicom", Buffer.from(dicom));
+    await page.getByText(/in 3 parts/).waitFor();
+    expect((await page.locator("progress").count()) === 1, "one progress bar");
+    const id = await studyIdFromUrl(page);
+    expect(puts.size === 3, `3 parts PUT, saw ${[...puts]}`);
+    const read = await eventually("the assembled image read", async () => {
+      const s = (await api(`/v1/studies/${id}`)).body;
+      return s.width === side && s;
+    }, 60_000);
+    expect(read.height === side, "the whole file arrived");
+  } finally {
+    await context.close();
+    await apiProcess().stop();
+    await apiProcess().start();
+  }
+});
+
+test("the printed report shows the image with overlays, findings, annotations, model and notice; no controls", async () => {
+  const { page, context } = await newPage();
+  await signIn(page);
+  await page.goto(`${APP}/studies/${state.pngStudy}`);
+  await waitForFindings(page);
+  await page.emulateMedia({ media: "print" });
+  for (const visible of [page.getByTestId("viewport"), page.getByRole("heading", { name: "Findings" }), page.getByRole("heading", { name: "Radiologist annotations" }), page.getByTestId("model-line"), page.getByText("AI output, not a diagnosis").first()]) {
+    expect(await visible.isVisible(), `printed: ${visible}`);
+  }
+  for (const hidden of [page.getByRole("button", { name: "Print report" }), page.getByRole("button", { name: "Sign out" }), page.getByRole("button", { name: "Zoom in" })]) {
+    expect(!(await hidden.isVisible()), `not printed: ${hidden}`);
+  }
+  await page.pdf({ path: join(SHOTS, "report.pdf"), format: "A4" });
+  await context.close();
+});
+
 // ------------------------------------------------------------------ run
 let failed = 0;
+let ran = 0;
 const started = Date.now();
-for (const t of tests) {
+// CXR_E2E_ONLY=<part of a name> runs the matching tests (some need earlier ones' studies).
+const only = process.env.CXR_E2E_ONLY;
+for (const t of tests.filter((t) => !only || t.name.includes(only))) {
   const t0 = Date.now();
+  ran++;
   try {
     await t.fn();
     console.log(`  PASS  ${t.name} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
@@ -440,8 +497,8 @@ for (const t of tests) {
   }
 }
 await browser.close();
-console.log(`axe: ${axeFindings.map((f) => `${f.screen} ${f.serious} serious/critical (${f.all} in all)`).join("; ")}`);
-console.log(`${tests.length - failed} passed, ${failed} failed, ${((Date.now() - started) / 1000).toFixed(1)} s; screenshots in ${SHOTS}`);
+console.log(`axe: ${axeFindings.map((f) => `${f.screen} ${f.serious} serious/critical (${f.all} in all${f.all ? `: ${f.ids.join(", ")}` : ""})`).join("; ")}`);
+console.log(`${ran - failed} passed, ${failed} failed, ${((Date.now() - started) / 1000).toFixed(1)} s; screenshots in ${SHOTS}`);
 if (process.env.CXR_UPDATE_SCREENSHOTS === "1" && failed === 0) {
   const docs = join(root, "docs/screenshots");
   mkdirSync(docs, { recursive: true });

@@ -83,6 +83,7 @@ pub const STUDIES: Table = Table {
         col("updated_at", Timestamp),
         col("preview_key", Text),
         col("priority", F32),
+        col("priority_label", Text),
     ],
     key: &["id"],
 };

@@ -32,15 +32,19 @@ SELECT id, study_id, 'created', label_set, label, x_min, y_min, width, height, a
 -- positive findings (0 when none is positive, NULL before inference). Kept
 -- on the study, written in the inference transaction, so the sort is an
 -- index scan.
-ALTER TABLE studies ADD COLUMN priority real CHECK (priority BETWEEN 0 AND 1);
+ALTER TABLE studies ADD COLUMN priority real CHECK (priority BETWEEN 0 AND 1),
+                    -- The label that probability belongs to (NULL when none is positive).
+                    ADD COLUMN priority_label text CHECK (length(priority_label) BETWEEN 1 AND 128);
 CREATE INDEX studies_owner_priority_idx ON studies (owner, priority DESC NULLS LAST, created_at, id);
 
-UPDATE studies s SET priority = p.priority
-  FROM (SELECT DISTINCT ON (r.study_id) r.study_id,
-               COALESCE((SELECT max(f.probability) FROM findings f
-                          WHERE f.inference_run_id = r.id AND f.source = 'model'
-                            AND f.probability >= COALESCE((r.thresholds ->> f.label)::real, 0.5)), 0) AS priority
-          FROM inference_runs r ORDER BY r.study_id, r.created_at DESC, r.id DESC) p
+UPDATE studies s SET priority = COALESCE(p.probability, 0), priority_label = p.label
+  FROM (SELECT DISTINCT ON (r.study_id) r.study_id, top.probability, top.label
+          FROM inference_runs r
+          LEFT JOIN LATERAL (SELECT f.probability, f.label FROM findings f
+                              WHERE f.inference_run_id = r.id AND f.source = 'model'
+                                AND f.probability >= COALESCE((r.thresholds ->> f.label)::real, 0.5)
+                              ORDER BY f.probability DESC, f.label LIMIT 1) top ON true
+         ORDER BY r.study_id, r.created_at DESC, r.id DESC) p
  WHERE s.id = p.study_id;
 
 -- Whether the run's weights were trained (false: generated weights whose

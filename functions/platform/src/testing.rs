@@ -314,8 +314,11 @@ pub async fn seed(db: &Database, studies: i64, findings_per_study: i64) -> Resul
     .execute(&mut *tx)
     .await?;
     sqlx::query(
-        "UPDATE studies s SET priority = (SELECT COALESCE(max(f.probability), 0) FROM inference_runs r JOIN findings f ON f.inference_run_id = r.id
-                                           WHERE r.study_id = s.id AND f.source = 'model' AND f.probability >= 0.5)
+        "UPDATE studies s SET (priority, priority_label) =
+                (SELECT COALESCE(max(top.probability), 0), max(top.label)
+                   FROM (SELECT f.probability, f.label FROM inference_runs r JOIN findings f ON f.inference_run_id = r.id
+                          WHERE r.study_id = s.id AND f.source = 'model' AND f.probability >= 0.5
+                          ORDER BY f.probability DESC, f.label LIMIT 1) top)
           WHERE s.id > $1 AND s.status = 'done'",
     )
     .bind(first)

@@ -133,7 +133,7 @@ async fn an_inference_is_stored_whole_or_not_at_all() {
     assert_eq!(stored.preview_key, run.preview_key, "the preview is kept on the study");
     assert_eq!(latest.model_trained, Some(false));
     // Priority: the highest positive model probability (the CAM box's score does not count).
-    assert_eq!(stored.priority, Some(0.91));
+    assert_eq!((stored.priority, stored.priority_label.as_deref()), (Some(0.91), Some("Cardiomegaly")));
     assert_eq!(latest.findings.len(), 3);
     assert_eq!(latest.findings[2].label, "Effusion");
     let cam = latest.findings.iter().find(|f| f.source == FindingSource::Cam).expect("cam finding");

@@ -205,6 +205,8 @@ pub struct StudySummary {
     /// The highest probability among the latest run's positive findings
     /// (0: none positive; absent before inference).
     pub priority: Option<f32>,
+    /// The label of that probability (absent when none is positive).
+    pub priority_label: Option<String>,
     /// With `sort=priority`: not yet reviewed and waiting longer than the
     /// wait limit, so listed first whatever its priority.
     pub overdue: bool,
@@ -310,6 +312,7 @@ pub async fn list(State(state): State<AppState>, Caller(owner): Caller, query: R
                 media_type: s.media_type,
                 created_at: s.created_at,
                 priority: s.priority,
+                priority_label: s.priority_label,
                 overdue: matches!(position, StudyPosition::Priority { rank: 0, .. }),
             })
             .collect(),

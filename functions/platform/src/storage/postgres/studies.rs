@@ -36,6 +36,8 @@ pub struct StudyRecord {
     /// Worklist priority: the highest probability among the latest run's
     /// positive findings (0 when none is positive; `None` before inference).
     pub priority: Option<f32>,
+    /// The label of that probability (`None` when none is positive).
+    pub priority_label: Option<String>,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
 }
@@ -236,7 +238,7 @@ pub struct AnnotationRevision {
 }
 
 const STUDY_COLUMNS: &str = "id, public_id, owner, status, s3_bucket, s3_key, media_type, byte_size, sha256, \
-     width, height, bit_depth, modality, dicom, failure, preview_key, priority, created_at, updated_at";
+     width, height, bit_depth, modality, dicom, failure, preview_key, priority, priority_label, created_at, updated_at";
 
 fn study_from_row(row: &sqlx::postgres::PgRow) -> Result<StudyRecord, DbError> {
     // Values were validated on the way in and by CHECK constraints; a value
@@ -263,6 +265,7 @@ fn study_from_row(row: &sqlx::postgres::PgRow) -> Result<StudyRecord, DbError> {
         failure: row.try_get("failure")?,
         preview_key: row.try_get("preview_key")?,
         priority: row.try_get("priority")?,
+        priority_label: row.try_get("priority_label")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
@@ -481,11 +484,14 @@ impl Database {
         // findings (at or above the label's threshold, 0.5 when the run
         // names none), 0 when none is positive.
         let updated = sqlx::query(
-            "UPDATE studies SET status = 'done', failure = NULL, preview_key = COALESCE($2, preview_key),
-                    priority = (SELECT COALESCE(max(f.probability), 0) FROM findings f JOIN inference_runs r ON r.id = f.inference_run_id
-                                 WHERE r.id = $3 AND f.source = 'model'
-                                   AND f.probability >= COALESCE((r.thresholds ->> f.label)::real, 0.5))
-              WHERE id = $1",
+            "UPDATE studies s SET status = 'done', failure = NULL, preview_key = COALESCE($2, preview_key),
+                    priority = COALESCE(top.probability, 0), priority_label = top.label
+               FROM (SELECT NULL) one
+               LEFT JOIN LATERAL (SELECT f.probability, f.label FROM findings f JOIN inference_runs r ON r.id = f.inference_run_id
+                                   WHERE r.id = $3 AND f.source = 'model'
+                                     AND f.probability >= COALESCE((r.thresholds ->> f.label)::real, 0.5)
+                                   ORDER BY f.probability DESC, f.label LIMIT 1) top ON true
+              WHERE s.id = $1",
         )
         .bind(study_row_id)
         .bind(&run.preview_key)
