@@ -546,7 +546,7 @@ web_tests() {
   build_web
   start_web
   (cd "$ROOT/frontend" && CXR_APP_URL="$APP_URL" CXR_API_URL="http://127.0.0.1:$API_PORT" CXR_STACK_DIR="$STACK_DIR" \
-    CXR_S3_URL="http://127.0.0.1:$S3_PORT" npm run --silent test:e2e)
+    CXR_S3_CORS_URL="http://127.0.0.1:$S3_CORS_PORT" CXR_OIDC_ISSUER="$OIDC_ISSUER" npm run --silent test:e2e)
 }
 
 case "${1:-}" in

@@ -4,7 +4,8 @@
 // the model server and the OpenID provider. No API is mocked; API checks
 // use the development bearer token of the same user (alice).
 //
-//   CXR_APP_URL (http://127.0.0.1:8000), CXR_API_URL (http://127.0.0.1:3000),
+//   CXR_APP_URL (http://127.0.0.1:8000), CXR_API_URL (http://127.0.0.1:3000), CXR_S3_CORS_URL
+//   (http://127.0.0.1:59001), CXR_OIDC_ISSUER (http://127.0.0.1:58090),
 //   CXR_STACK_DIR (../.stack), CXR_UPDATE_SCREENSHOTS=1 to refresh docs/screenshots,
 //   CXR_E2E_ONLY=<part of a test name> to run some.
 import { spawn } from "node:child_process";
@@ -22,6 +23,8 @@ const root = resolve(here, "../../..");
 const APP = process.env.CXR_APP_URL ?? "http://127.0.0.1:8000";
 const API = process.env.CXR_API_URL ?? "http://127.0.0.1:3000";
 const STACK = process.env.CXR_STACK_DIR ?? join(root, ".stack");
+const S3_CORS = process.env.CXR_S3_CORS_URL ?? "http://127.0.0.1:59001";
+const OIDC = process.env.CXR_OIDC_ISSUER ?? "http://127.0.0.1:58090";
 const ALICE_TOKEN = "local-dev-token-alice";
 const OUT = join(root, "frontend/test-results");
 const SHOTS = join(OUT, "screenshots");
@@ -114,7 +117,7 @@ async function newPage() {
 async function signIn(page, user = "alice", password = `${user}-password`) {
   await page.goto(APP);
   await page.getByRole("button", { name: "Sign in" }).click();
-  await page.waitForURL(/127\.0\.0\.1:58090|\/interaction\//);
+  await page.waitForURL(/\/interaction\//);
   await page.getByLabel("User name").fill(user);
   await page.getByLabel("Password").fill(password);
   await page.getByRole("button", { name: "Sign in" }).click();
@@ -391,7 +394,8 @@ function apiProcess(extraEnv = {}) {
     const m = /^export ([A-Z0-9_]+)=(.*)$/.exec(line);
     if (m) env[m[1]] = m[2];
   }
-  Object.assign(env, { S3_PRESIGN_ENDPOINT_URL: "http://127.0.0.1:59001", OIDC_ISSUER: "http://127.0.0.1:58090", OIDC_AUDIENCE: "cxr-web-local" }, extraEnv);
+  // As dev.sh starts it (start_platform).
+  Object.assign(env, { S3_PRESIGN_ENDPOINT_URL: S3_CORS, OIDC_ISSUER: OIDC, OIDC_AUDIENCE: "cxr-web-local" }, extraEnv);
   return {
     async stop() {
       process.kill(Number(readFileSync(pidFile, "utf8")), "SIGTERM");
