@@ -302,7 +302,7 @@ export default function StudyPage() {
                 ))}
               </select>
             </label>
-            <p className="hint">Choose "Annotate", then drag on the image to draw a box with this label; drag a box to move it, its corners to resize it. Number keys pick labels.</p>
+            <p className="hint">Choose "Annotate", then drag on the image to draw a box with this label; drag a box to move it, its corners to resize it. From the keyboard (image focused): N adds a box, Shift+arrows move it, [ and ] resize it, Delete removes it. Number keys pick labels.</p>
             <button type="button" disabled={!currentLabel || s.status === "created"} onClick={() => currentLabel && create.mutate({ label: currentLabel })}>
               Add image-level label
             </button>

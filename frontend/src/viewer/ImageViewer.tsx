@@ -171,6 +171,24 @@ export function ImageViewer(props: Props) {
         else setView((v) => pan(v, -dx * step, -dy * step));
         break;
       }
+      case "n":
+      case "N":
+        // A new box without a pointer: the middle fifth of what is on screen, then Shift+arrows and [ ] adjust it.
+        if (tool === "draw" && onDraw) {
+          const vs = viewportSize();
+          const a = toImage(view, { x: vs.width * 0.4, y: vs.height * 0.4 });
+          const b = toImage(view, { x: vs.width * 0.6, y: vs.height * 0.6 });
+          onDraw(boxBetween(a, b, size));
+        } else handled = false;
+        break;
+      case "[":
+      case "]":
+        if (sel && tool === "draw") {
+          const d = e.key === "]" ? 5 : -5;
+          const grown = { x_min: sel.box.x_min - d, y_min: sel.box.y_min - d, width: sel.box.width + 2 * d, height: sel.box.height + 2 * d };
+          if (grown.width >= MIN_BOX && grown.height >= MIN_BOX) onEdit?.(sel.id, boxBetween({ x: grown.x_min, y: grown.y_min }, { x: grown.x_min + grown.width, y: grown.y_min + grown.height }, size));
+        } else handled = false;
+        break;
       case "Delete":
       case "Backspace":
         if (sel) onDelete?.(sel.id);
@@ -195,7 +213,7 @@ export function ImageViewer(props: Props) {
         // biome-ignore lint/a11y/noNoninteractiveTabindex: the viewer takes keyboard zoom, pan and box editing
         tabIndex={0}
         role="application"
-        aria-label={`${props.label}. Keys: plus and minus zoom, arrows pan, F fits, O shows one to one${tool === "draw" ? ", Delete removes the selected box, Shift+arrows move it, number keys set its label" : ""}.`}
+        aria-label={`${props.label}. Keys: plus and minus zoom, arrows pan, F fits, O shows one to one${tool === "draw" ? ", N adds a box, Shift+arrows move the selected box, [ and ] shrink and grow it, Delete removes it, number keys set its label" : ""}.`}
         onWheel={onWheel}
         onPointerDown={onPointerDown}
         onPointerMove={onPointerMove}

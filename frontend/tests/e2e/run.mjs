@@ -335,6 +335,23 @@ test("annotate: draw, edit, relabel and delete a box, and the API holds exactly 
   const history = (await api(`/v1/studies/${id}/annotations/history`)).body;
   const changes = history.filter((h) => h.annotation_id === drawn.id).map((h) => h.change);
   expect(JSON.stringify(changes) === JSON.stringify(["created", "updated", "updated", "deleted"]), `history: ${changes}`);
+  // The same by keyboard only: N adds a box, ] grows it, Shift+Right moves it, Delete removes it.
+  await page.getByTestId("viewport").focus();
+  await page.keyboard.press("n");
+  const [keyed] = await eventually("the keyboard box", async () => {
+    const a = await annotations();
+    return a.length === 1 && a;
+  });
+  await page.getByTestId("viewport").focus();
+  await page.keyboard.press("]");
+  const grown = await eventually("grown", async () => {
+    const [a] = await annotations();
+    return a?.box.width > keyed.box.width && a;
+  });
+  await page.keyboard.press("Shift+ArrowRight");
+  await eventually("moved", async () => (await annotations())[0]?.box.x_min > grown.box.x_min);
+  await page.keyboard.press("Delete");
+  await eventually("removed", async () => (await annotations()).length === 0);
   // An image-level label, and a box kept for the worklist test.
   await page.getByTestId("label-picker").selectOption("Cardiomegaly");
   await page.getByRole("button", { name: "Add image-level label" }).click();
@@ -431,7 +448,7 @@ test("the API stopped mid-upload gives a clear message, and the retry succeeds",
   await context.close();
 });
 
-test("a file above the single-PUT limit goes up in parts, several at once, with one progress bar", async () => {
+test("a file above the single-PUT limit goes up in parts under one progress bar; the API stopped mid-upload, then retry completes it", async () => {
   // The API again, with a 6 MiB single-PUT limit and 5 MiB parts (AWS: 50 MiB and 16 MiB).
   await apiProcess().stop();
   const small = apiProcess({ MAX_UPLOAD_BYTES: String(6 * 1024 * 1024), MULTIPART_PART_BYTES: String(5 * 1024 * 1024) });
@@ -440,21 +457,32 @@ test("a file above the single-PUT limit goes up in parts, several at once, with 
   try {
     await signIn(page);
     const puts = new Set();
+    let partRequests = 0;
     page.on("request", (r) => {
-      if (r.method() === "PUT" && r.url().includes("partNumber=")) puts.add(new URL(r.url()).searchParams.get("partNumber"));
+      if (r.method() === "PUT" && r.url().includes("partNumber=")) {
+        puts.add(new URL(r.url()).searchParams.get("partNumber"));
+        partRequests++;
+      }
     });
     const side = 2400;
     const dicom = makeDicom({ width: side, height: side, pixel: (x, y) => (x * 3 + y * 5) % 4096, bitsStored: 12 });
     expect(dicom.length > 10 * 1024 * 1024, `big enough: ${dicom.length}`);
-    // A 3 MB/s uplink: long enough to see the one progress bar of the three parts.
+    // A 3 MB/s uplink: long enough to see the one progress bar, and to stop the API while the parts go to S3.
     const cdp = await context.newCDPSession(page);
     await cdp.send("Network.enable");
     await cdp.send("Network.emulateNetworkConditions", { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: 3 * 1024 * 1024 });
     await uploadFile(page, "large.dcm", "application/dicom", Buffer.from(dicom));
     await page.getByText(/in 3 parts/).waitFor();
     expect((await page.locator("progress").count()) === 1, "one progress bar");
-    const id = await studyIdFromUrl(page);
+    await small.stop();
+    // The parts reach S3; completing them needs the API, which is down.
+    await page.getByRole("alert").filter({ hasText: /could not be reached/ }).waitFor({ timeout: 30_000 });
     expect(puts.size === 3, `3 parts PUT, saw ${[...puts]}`);
+    await small.start();
+    const before = partRequests;
+    await page.getByRole("button", { name: "Retry" }).click();
+    const id = await studyIdFromUrl(page);
+    expect(partRequests === before, `the retry sent no part again (${before} -> ${partRequests})`);
     const read = await eventually("the assembled image read", async () => {
       const s = (await api(`/v1/studies/${id}`)).body;
       return s.width === side && s;

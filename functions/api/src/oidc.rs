@@ -142,31 +142,17 @@ impl OidcVerifier {
         keys.by_id.get(kid).cloned().ok_or(TokenError::UnknownKey)
     }
 
-    async fn fetch_keys(&self) -> Result<HashMap<String, (Algorithm, DecodingKey)>, TokenError> {
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T, TokenError> {
         let unavailable = |e: reqwest::Error| TokenError::KeysUnavailable(e.to_string());
-        let discovery: Discovery = self
-            .http
-            .get(format!("{}/.well-known/openid-configuration", self.settings.issuer))
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .map_err(unavailable)?
-            .json()
-            .await
-            .map_err(unavailable)?;
+        self.http.get(url).send().await.and_then(reqwest::Response::error_for_status).map_err(unavailable)?.json().await.map_err(unavailable)
+    }
+
+    async fn fetch_keys(&self) -> Result<HashMap<String, (Algorithm, DecodingKey)>, TokenError> {
+        let discovery: Discovery = self.get_json(&format!("{}/.well-known/openid-configuration", self.settings.issuer)).await?;
         if discovery.issuer.trim_end_matches('/') != self.settings.issuer {
             return Err(TokenError::KeysUnavailable(format!("the provider says its issuer is {}", discovery.issuer)));
         }
-        let set: JwkSet = self
-            .http
-            .get(&discovery.jwks_uri)
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .map_err(unavailable)?
-            .json()
-            .await
-            .map_err(unavailable)?;
+        let set: JwkSet = self.get_json(&discovery.jwks_uri).await?;
         let mut keys = HashMap::new();
         for jwk in &set.keys {
             let (Some(kid), Some(algorithm)) = (jwk.common.key_id.clone(), jwk.common.key_algorithm) else {
