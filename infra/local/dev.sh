@@ -519,8 +519,9 @@ cmd_test() {
     "SELECT 'DROP DATABASE \"' || datname || '\";' FROM pg_database WHERE datname LIKE 'test\_%'" |
     PGPASSWORD=$PG_PASSWORD psql -q -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER" -d postgres >/dev/null
   cd "$ROOT"
-  log "checking formatting (cargo fmt, rustfmt.toml)"
+  log "checking formatting (cargo fmt, rustfmt.toml) and lints (clippy, warnings are errors)"
   cargo fmt --all --check
+  cargo clippy --quiet --workspace --all-targets -- -D warnings
   log "linting the SAM template"
   "$TOOLS_DIR/lint/bin/cfn-lint" infra/template.yaml
   local profile=()

@@ -5,7 +5,7 @@ use cxr_platform::config::Env;
 async fn main() -> anyhow::Result<()> {
     cxr_platform::telemetry::init();
     let app = router(AppState::from_env(&Env::process()).await?);
-    if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
+    if cxr_platform::aws::in_lambda() {
         return lambda_http::run(app).await.map_err(|e| anyhow::anyhow!(e));
     }
     let addr = std::env::var("API_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into());

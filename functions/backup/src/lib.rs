@@ -66,7 +66,7 @@ impl BackupJob {
         let settings = BackupSettings::from_env(env)?;
         let job = JobSettings::from_env(env)?;
         let postgres = PostgresSettings::from_env(env)?;
-        let force_path_style = env.flag_or("S3_FORCE_PATH_STYLE", false)?;
+        let force_path_style = S3Settings::force_path_style(env)?;
         let sdk = load_sdk_config().await?;
         let store = ObjectStore::new(&sdk, &S3Settings { images_bucket: settings.bucket.clone(), force_path_style, presign_endpoint: None });
         let db = Database::connect(&postgres).await?;

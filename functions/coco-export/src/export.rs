@@ -23,8 +23,8 @@ use crate::coco::{self, Annotation, CocoFile, Detection, Image, Info, Split};
 use crate::mart::{DataMart, MartError};
 
 pub const JOB_NAME: &str = "coco-export";
-/// Largest image the export reads (the upload limit is lower).
-pub const MAX_IMAGE_BYTES: u64 = 64 * 1024 * 1024;
+/// Largest image the export reads: the platform's image limit.
+pub use cxr_platform::domain::MAX_IMAGE_BYTES;
 /// Images read, de-identified and written at once: S3 reads are latency
 /// bound, and 16 images of typical size (5-30 MiB) fit a 2 GiB Lambda.
 const CONCURRENT_IMAGES: usize = 16;

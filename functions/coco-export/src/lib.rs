@@ -79,10 +79,9 @@ impl CocoExportJob {
     pub async fn from_env(env: &Env) -> anyhow::Result<Self> {
         let settings = CocoSettings::from_env(env)?;
         let job = JobSettings::from_env(env)?;
-        let force_path_style = env.flag_or("S3_FORCE_PATH_STYLE", false)?;
+        let force_path_style = S3Settings::force_path_style(env)?;
         let sdk = load_sdk_config().await?;
-        let s3_config = aws_sdk_s3::config::Builder::from(&sdk).force_path_style(force_path_style).build();
-        let images = aws_sdk_s3::Client::from_conf(s3_config);
+        let images = cxr_platform::aws::s3_client(&sdk, force_path_style, None);
         let mart = match &settings.destination {
             Destination::S3 { bucket, prefix } => DataMart::S3 {
                 store: ObjectStore::new(&sdk, &S3Settings { images_bucket: bucket.clone(), force_path_style, presign_endpoint: None }),

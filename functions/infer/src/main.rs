@@ -33,7 +33,7 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     cxr_platform::telemetry::init();
     let env = Env::process();
-    let in_lambda = std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some();
+    let in_lambda = cxr_platform::aws::in_lambda();
     let cli = if in_lambda { Cli { command: None } } else { Cli::parse() };
     let handler = InferHandler::from_env(&env).await?;
     match cli.command {

@@ -19,6 +19,7 @@ use std::sync::RwLock;
 
 use bytes::Bytes;
 use cxr_platform::domain::{PixelBox, Sha256Digest, StudyStatus};
+use cxr_platform::domain::{heatmap_key, preview_key};
 use cxr_platform::storage::postgres::studies::{FindingSource, ImageFacts, NewFinding, NewInferenceRun, StudyRecord};
 use cxr_platform::storage::postgres::{Database, DbError};
 use cxr_platform::storage::results::{CachedResult, ModelRef, ResultStore, StudySnapshot};
@@ -60,18 +61,6 @@ pub struct Inference {
     pub endpoint: ModelEndpoint,
     /// The model the endpoint serves: configured, or learned from answers.
     model: RwLock<Option<ModelRef>>,
-}
-
-/// Where an image's preview is stored: by content, like the heatmap.
-pub fn preview_key(sha256: &Sha256Digest) -> String {
-    format!("previews/{}.png", sha256.to_hex())
-}
-
-/// Where a heatmap is stored: by content and model, so one image's heatmap
-/// is made and stored once however many studies carry that image.
-pub fn heatmap_key(sha256: &Sha256Digest, model: &ModelRef) -> String {
-    let clean = |s: &str| s.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' }).collect::<String>();
-    format!("heatmaps/{}/{}/{}.png", sha256.to_hex(), clean(&model.name), clean(&model.version))
 }
 
 impl Inference {
@@ -188,7 +177,7 @@ impl Inference {
         model: &ModelRef,
         images: &ObjectStore,
     ) -> Result<(Option<String>, Option<String>), InferError> {
-        let heatmap = answer.heatmap.as_ref().map(|h| (h.png(), heatmap_key(sha256, model)));
+        let heatmap = answer.heatmap.as_ref().map(|h| (h.png(), heatmap_key(sha256, &model.name, &model.version)));
         let preview = answer.preview.as_ref().map(|p| (p.png(), preview_key(sha256)));
         let mut keys = [None, None];
         for (slot, picture) in keys.iter_mut().zip([heatmap, preview]) {

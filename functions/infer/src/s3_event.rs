@@ -31,7 +31,7 @@ use crate::pipeline::{InferError, Inference, Outcome};
 use crate::settings::InferSettings;
 
 /// Largest image read (the model server's own limit is the same).
-pub const MAX_IMAGE_BYTES: u64 = 64 * 1024 * 1024;
+pub use cxr_platform::domain::MAX_IMAGE_BYTES;
 
 /// What happened to each record of an event.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -64,8 +64,7 @@ impl InferHandler {
         let settings = InferSettings::from_env(env)?;
         let db = Database::connect(&PostgresSettings::from_env(env)?).await?;
         let sdk = cxr_platform::aws::load_sdk_config().await?;
-        let force_path_style = env.flag_or("S3_FORCE_PATH_STYLE", false)?;
-        let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk).force_path_style(force_path_style).build());
+        let s3 = cxr_platform::aws::s3_client(&sdk, cxr_platform::config::S3Settings::force_path_style(env)?, None);
         let results = ResultStore::new(DynamoTable::new(&sdk, &DynamoSettings::from_env(env)?));
         Ok(Self::new(db, results, s3, aws_sdk_sagemakerruntime::Client::new(&sdk), settings))
     }

@@ -15,3 +15,21 @@ pub async fn load_sdk_config() -> Result<SdkConfig, ConfigError> {
     }
     Ok(config)
 }
+
+/// The one S3 client builder: the SDK configuration, path-style addressing
+/// when asked (S3-compatible servers such as the local stand-in need it;
+/// see [`crate::config::S3Settings::force_path_style`]) and, for presigning
+/// URLs other clients will use, another endpoint.
+pub fn s3_client(sdk: &SdkConfig, force_path_style: bool, endpoint: Option<&str>) -> aws_sdk_s3::Client {
+    let mut builder = aws_sdk_s3::config::Builder::from(sdk).force_path_style(force_path_style);
+    if let Some(endpoint) = endpoint {
+        builder = builder.endpoint_url(endpoint);
+    }
+    aws_sdk_s3::Client::from_conf(builder.build())
+}
+
+/// True when the process runs inside Lambda (the runtime API is set for
+/// every function; nothing else sets it).
+pub fn in_lambda() -> bool {
+    std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some()
+}

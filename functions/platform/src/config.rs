@@ -134,7 +134,13 @@ impl S3Settings {
         {
             return Err(ConfigError::Malformed { name: "S3_PRESIGN_ENDPOINT_URL", reason: "not an http(s) URL".into() });
         }
-        Ok(Self { images_bucket, force_path_style: env.flag_or("S3_FORCE_PATH_STYLE", false)?, presign_endpoint })
+        Ok(Self { images_bucket, force_path_style: Self::force_path_style(env)?, presign_endpoint })
+    }
+
+    /// `S3_FORCE_PATH_STYLE`, read here only (also for processes that need
+    /// an S3 client but no images bucket).
+    pub fn force_path_style(env: &Env) -> Result<bool, ConfigError> {
+        env.flag_or("S3_FORCE_PATH_STYLE", false)
     }
 }
 

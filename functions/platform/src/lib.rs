@@ -16,7 +16,8 @@
 pub mod aws;
 pub mod config;
 pub mod deidentify;
-pub mod domain;
+/// The domain types (crate `cxr-domain`), re-exported under their old path.
+pub use cxr_domain as domain;
 pub mod imaging;
 pub mod jobs;
 pub mod storage;

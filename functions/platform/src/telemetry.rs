@@ -9,7 +9,7 @@ use tracing_subscriber::EnvFilter;
 /// call does nothing), which keeps tests that start several apps simple.
 pub fn init() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx::postgres::notice=warn"));
-    let in_lambda = std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some();
+    let in_lambda = crate::aws::in_lambda();
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let _already_set = if in_lambda {
         // Lambda adds its own timestamps and request ids to each line.

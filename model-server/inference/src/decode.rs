@@ -14,6 +14,9 @@ use image::{DynamicImage, ImageFormat, ImageReader};
 
 use crate::preprocess::Pixels;
 
+/// The platform's image limit (`cxr-domain`), the default of [`Limits::max_bytes`].
+pub use cxr_domain::MAX_IMAGE_BYTES;
+
 /// Limits on what a request may make the server decode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
@@ -24,7 +27,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_bytes: 64 * 1024 * 1024, max_side: 16384, max_pixels: 16384 * 16384 }
+        Self { max_bytes: MAX_IMAGE_BYTES as usize, max_side: 16384, max_pixels: 16384 * 16384 }
     }
 }
 

@@ -48,7 +48,7 @@ pub struct ServeConfig {
     #[arg(long, env = "MODEL_SERVER_MAX_CONCURRENT", default_value_t = 64)]
     pub max_concurrent_requests: usize,
     /// Largest request body (SageMaker real-time allows 6 MB).
-    #[arg(long, env = "MODEL_SERVER_MAX_BODY_BYTES", default_value_t = 64 * 1024 * 1024)]
+    #[arg(long, env = "MODEL_SERVER_MAX_BODY_BYTES", default_value_t = cxr_inference::decode::MAX_IMAGE_BYTES as usize)]
     pub max_body_bytes: usize,
     /// Arithmetic precision: f32, or f16/bf16 where the device supports them
     /// (on a GPU; on CPU they are slower than f32).

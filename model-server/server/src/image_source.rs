@@ -32,13 +32,7 @@ impl S3Images {
     }
 
     async fn client(&self) -> &aws_sdk_s3::Client {
-        self.client
-            .get_or_init(|| async {
-                let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-                let force_path_style = std::env::var("S3_FORCE_PATH_STYLE").is_ok_and(|v| v == "true" || v == "1");
-                aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk).force_path_style(force_path_style).build())
-            })
-            .await
+        self.client.get_or_init(crate::model_source::s3_client).await
     }
 
     /// The image bytes: `body` itself, or the object a JSON body names.

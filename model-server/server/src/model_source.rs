@@ -12,15 +12,23 @@ use cxr_inference::models::ModelManifest;
 /// Largest model.json accepted (the weights are streamed to disk).
 const MANIFEST_LIMIT: usize = 1024 * 1024;
 
+/// The model server's one S3 client (model artifacts, images sent by
+/// reference): the SDK's standard chain, path-style addressing when
+/// `S3_FORCE_PATH_STYLE` is set (S3-compatible servers). The server does not
+/// link the platform's crates, hence its own.
+pub async fn s3_client() -> aws_sdk_s3::Client {
+    let sdk = aws_config::load_defaults(BehaviorVersion::latest()).await;
+    let force_path_style = std::env::var("S3_FORCE_PATH_STYLE").is_ok_and(|v| v == "true" || v == "1");
+    aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk).force_path_style(force_path_style).build())
+}
+
 /// Copies `model.json` and the weights it names from `uri` into `dir`.
 pub async fn fetch_from_s3(uri: &str, dir: &Path) -> anyhow::Result<()> {
     let rest = uri.strip_prefix("s3://").with_context(|| format!("MODEL_S3_URI {uri:?} is not an s3:// URI"))?;
     let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
     let prefix = prefix.trim_end_matches('/');
     let key = |name: &str| if prefix.is_empty() { name.to_owned() } else { format!("{prefix}/{name}") };
-    let sdk = aws_config::load_defaults(BehaviorVersion::latest()).await;
-    let force_path_style = std::env::var("S3_FORCE_PATH_STYLE").is_ok_and(|v| v == "true" || v == "1");
-    let client = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk).force_path_style(force_path_style).build());
+    let client = s3_client().await;
 
     let manifest_bytes = client
         .get_object()

@@ -101,10 +101,7 @@ impl RunArgs {
     }
 }
 
-/// True when the process runs inside Lambda.
-pub fn in_lambda() -> bool {
-    std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some()
-}
+pub use crate::aws::in_lambda;
 
 /// Serves EventBridge scheduled events until Lambda stops the process. A
 /// failed run fails the invocation (so EventBridge's retry and the

@@ -133,10 +133,9 @@ pub struct ObjectStore {
 
 impl ObjectStore {
     pub fn new(sdk: &SdkConfig, settings: &S3Settings) -> Self {
-        let builder = aws_sdk_s3::config::Builder::from(sdk).force_path_style(settings.force_path_style);
-        let client = aws_sdk_s3::Client::from_conf(builder.clone().build());
+        let client = crate::aws::s3_client(sdk, settings.force_path_style, None);
         let presigner = match &settings.presign_endpoint {
-            Some(endpoint) => aws_sdk_s3::Client::from_conf(builder.endpoint_url(endpoint).build()),
+            Some(endpoint) => crate::aws::s3_client(sdk, settings.force_path_style, Some(endpoint)),
             None => client.clone(),
         };
         Self { client, presigner, bucket: settings.images_bucket.clone() }

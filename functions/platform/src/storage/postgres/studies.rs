@@ -282,11 +282,7 @@ fn box_from_columns(row: &sqlx::postgres::PgRow) -> Result<Option<PixelBox>, DbE
     }
 }
 
-/// The S3 key a study's original image is uploaded to. Keys carry only the
-/// random study id: nothing that identifies a patient or an owner.
-pub fn image_key(study: StudyId, media_type: MediaType) -> String {
-    format!("studies/{study}/original.{}", media_type.file_extension())
-}
+pub use crate::domain::image_key;
 
 impl Database {
     /// Creates a study in status `created`; its image key is derived from

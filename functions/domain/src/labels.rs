@@ -41,7 +41,7 @@ pub enum LabelSetError {
     Empty(String),
 }
 
-const BUILTIN_JSON: &str = include_str!("../../data/label_sets.json");
+const BUILTIN_JSON: &str = include_str!("../data/label_sets.json");
 
 pub const VINBIGDATA: &str = "vinbigdata";
 pub const TORCHXRAYVISION_ALL: &str = "torchxrayvision-all";

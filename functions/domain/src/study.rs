@@ -36,8 +36,8 @@ impl fmt::Display for StudyId {
 /// Where a study is in its life: created (upload URL issued) -> uploaded
 /// (object read and described) -> processing (sent to the model) -> done,
 /// or failed at any step.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema)]
-#[sqlx(type_name = "study_status", rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[cfg_attr(feature = "sqlx", derive(sqlx::Type), sqlx(type_name = "study_status", rename_all = "lowercase"))]
 #[serde(rename_all = "lowercase")]
 pub enum StudyStatus {
     Created,
