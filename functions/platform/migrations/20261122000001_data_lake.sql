@@ -12,7 +12,7 @@ CREATE TYPE study_status AS ENUM ('created', 'uploaded', 'processing', 'done', '
 CREATE TYPE finding_source AS ENUM ('model', 'cam');
 CREATE TYPE job_status AS ENUM ('running', 'succeeded', 'failed');
 
--- Label sets live in functions/domain/data/label_sets.json and are synced
+-- Label sets live in functions/platform/data/label_sets.json and are synced
 -- here by `cxr-admin migrate`, so annotations can reference them by key.
 CREATE TABLE label_sets (
     name        text PRIMARY KEY CHECK (name ~ '^[a-z0-9][a-z0-9._-]{0,63}$'),
