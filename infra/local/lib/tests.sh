@@ -1,0 +1,53 @@
+# shellcheck shell=bash
+# Sourced by infra/local/dev.sh (its settings and helpers are in scope).
+# The test command: formatting and lints, the SAM template, cargo nextest, then the
+# web app's checks and browser tests.
+cmd_test() {
+  install_tools
+  install_browser
+  local started=
+  if ! stack_healthy 2>/dev/null; then
+    started=1
+    start_stack
+    # Leave the machine as we found it (CI runs on a clean checkout).
+    trap 'stop_stack' EXIT
+  else
+    write_env
+  fi
+  # shellcheck disable=SC1091
+  source "$STACK_DIR/env"
+  # Databases made by earlier test runs (each test makes its own).
+  PGPASSWORD=$PG_PASSWORD psql -q -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER" -d postgres -tAc \
+    "SELECT 'DROP DATABASE \"' || datname || '\";' FROM pg_database WHERE datname LIKE 'test\_%'" |
+    PGPASSWORD=$PG_PASSWORD psql -q -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER" -d postgres >/dev/null
+  cd "$ROOT"
+  log "checking formatting (cargo fmt, rustfmt.toml) and lints (clippy, warnings are errors)"
+  cargo fmt --all --check
+  cargo clippy --quiet --workspace --all-targets -- -D warnings
+  log "linting the SAM template"
+  "$TOOLS_DIR/lint/bin/cfn-lint" infra/template.yaml
+  local profile=()
+  [ -n "${CI:-}" ] && profile=(--profile ci)
+  local rust=0 web=0
+  cargo nextest run --workspace --no-fail-fast "${profile[@]}" "$@" || rust=$?
+  web_tests || web=$?
+  if [ -n "$started" ]; then log "stopping the stack this run started"; fi
+  [ "$rust" = 0 ] && [ "$web" = 0 ]
+}
+
+# The web app: type check, lint and unit tests, then the browser tests in
+# Debian's Chromium against the real local stack (API, S3 stand-in behind
+# its CORS front, relay, model server, OpenID provider), started here if
+# it is not running.
+web_tests() {
+  log "web app: type check, lint, unit tests"
+  (cd "$ROOT/frontend" && npm run --silent typecheck && npm run --silent lint && npm run --silent test:unit) || return 1
+  log "web app: browser tests (building and starting the platform's processes if needed)"
+  (cd "$ROOT" && cargo build --quiet -p cxr-admin -p cxr-model-server -p cxr-api -p cxr-infer) || return 1
+  "$ROOT/target/debug/cxr-admin" provision >/dev/null || return 1
+  start_platform
+  build_web
+  start_web
+  (cd "$ROOT/frontend" && CXR_APP_URL="$APP_URL" CXR_API_URL="http://127.0.0.1:$API_PORT" CXR_STACK_DIR="$STACK_DIR" \
+    CXR_S3_CORS_URL="http://127.0.0.1:$S3_CORS_PORT" CXR_OIDC_ISSUER="$OIDC_ISSUER" npm run --silent test:e2e)
+}
