@@ -7,7 +7,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use cxr_platform::jobs::{Job, JobError, StudyCursor, Window, begin_snapshot};
+use cxr_platform::jobs::driver::{ChunkedJob, run_chunked};
+use cxr_platform::jobs::{Job, JobError, StudyCursor, Window};
 use cxr_platform::storage::postgres::Database;
 use cxr_platform::storage::s3::{ObjectKey, ObjectStore, S3Error};
 use serde::{Deserialize, Serialize};
@@ -41,7 +42,7 @@ pub enum BackupError {
     #[error("writing the backup: {0}")]
     Write(#[from] S3Error),
     #[error("checkpoint or manifest JSON: {0}")]
-    Checkpoint(serde_json::Error),
+    Checkpoint(#[from] serde_json::Error),
 }
 
 /// What a run did.
@@ -90,35 +91,18 @@ pub fn run_prefix(prefix: &str, window: &Window) -> String {
 }
 
 pub async fn run_backup(db: &Database, store: &ObjectStore, options: &BackupOptions) -> Result<BackupReport, BackupError> {
-    let mut job = Job::begin(db, JOB_NAME, options.dry_run).await?;
-    if let Some(budget) = options.time_budget {
-        job.set_time_budget(budget);
-    }
-    let mut checkpoint = Checkpoint::default();
-    match export(db, store, options, &mut job, &mut checkpoint).await {
-        Ok(outcome) => {
-            let report = BackupReport {
-                dry_run: options.dry_run,
-                complete: !matches!(outcome, Outcome::HandedOver),
-                manifest_key: match outcome {
-                    Outcome::Finished(key) => key,
-                    Outcome::HandedOver => None,
-                },
-                rows: checkpoint.rows(),
-                parts: checkpoint.parts(),
-                bytes: checkpoint.bytes(),
-                resumed_from: job.resumed_from(),
-            };
-            job.end(report.complete, &checkpoint.counts()).await?;
-            Ok(report)
-        }
-        Err(err) => {
-            // Recorded, never swallowed; the watermark stays put, so the next
-            // run covers this window again.
-            job.fail(&checkpoint.counts(), &err.to_string()).await?;
-            Err(err)
-        }
-    }
+    let mut backup = Backup { db, store, options, folder: String::new() };
+    let run = run_chunked(db, &mut backup, options.dry_run, options.time_budget).await?;
+    let checkpoint = run.progress;
+    Ok(BackupReport {
+        dry_run: options.dry_run,
+        complete: run.finished.is_some(),
+        manifest_key: run.finished.flatten(),
+        rows: checkpoint.rows(),
+        parts: checkpoint.parts(),
+        bytes: checkpoint.bytes(),
+        resumed_from: run.resumed_from,
+    })
 }
 
 impl Checkpoint {
@@ -140,71 +124,81 @@ impl Checkpoint {
     }
 }
 
-enum Outcome {
-    /// The window is backed up; the manifest's key (none for a dry run).
-    Finished(Option<String>),
-    /// Out of time: the checkpoint is saved for the next run.
-    HandedOver,
+/// The backup's part of the chunked run (the loop is
+/// [`cxr_platform::jobs::driver::run_chunked`]'s).
+struct Backup<'a> {
+    db: &'a Database,
+    store: &'a ObjectStore,
+    options: &'a BackupOptions,
+    /// The run's folder (from its window, so a resumed run writes where the run it resumes did).
+    folder: String,
 }
 
-/// Writes the backup. `checkpoint` holds all progress, resumed from the
-/// job's if it has one.
-async fn export(db: &Database, store: &ObjectStore, options: &BackupOptions, job: &mut Job, checkpoint: &mut Checkpoint) -> Result<Outcome, BackupError> {
-    let window = job.window();
-    let folder = run_prefix(&options.prefix, &window);
-    if let Some(value) = job.checkpoint() {
-        *checkpoint = serde_json::from_value(value.clone()).map_err(BackupError::Checkpoint)?;
-        tracing::info!(chunk = checkpoint.next_chunk, "resuming an interrupted backup");
+impl ChunkedJob for Backup<'_> {
+    type Progress = Checkpoint;
+    /// The chunk's studies, inference runs, findings, annotations and their history.
+    type Rows = [TableData; 5];
+    /// The manifest's key (none for a dry run).
+    type Finished = Option<String>;
+    type Error = BackupError;
+    const NAME: &'static str = JOB_NAME;
+
+    fn chunk_studies(&self) -> u32 {
+        self.options.chunk_studies
     }
 
-    loop {
-        let chunk = checkpoint.next_chunk;
-        let mut tx = begin_snapshot(db).await.map_err(JobError::from)?;
-        let Some((ids, next)) = checkpoint.cursor.next_chunk(&mut tx, &window, options.chunk_studies).await? else {
-            break;
-        };
+    fn cursor(progress: &mut Checkpoint) -> &mut StudyCursor {
+        &mut progress.cursor
+    }
+
+    fn counts(progress: &Checkpoint) -> serde_json::Value {
+        progress.counts()
+    }
+
+    async fn start(&mut self, job: &Job, _progress: &mut Checkpoint) -> Result<(), BackupError> {
+        self.folder = run_prefix(&self.options.prefix, &job.window());
+        Ok(())
+    }
+
+    async fn read(&mut self, tx: &mut sqlx::Transaction<'static, sqlx::Postgres>, ids: &[i64]) -> Result<[TableData; 5], BackupError> {
         let studies = sqlx::query(&format!("SELECT {} FROM studies WHERE id = ANY($1) ORDER BY updated_at, id", tables::STUDIES.select_list()))
-            .bind(&ids)
-            .fetch_all(&mut *tx)
+            .bind(ids)
+            .fetch_all(&mut **tx)
             .await?;
         let studies = TableData::from_rows(&tables::STUDIES, &studies)?;
-        let runs = children(&mut tx, &tables::INFERENCE_RUNS, "study_id", &ids).await?;
-        let findings = children(&mut tx, &tables::FINDINGS, "inference_run_id", &runs.ids()).await?;
-        let annotations = children(&mut tx, &tables::ANNOTATIONS, "study_id", &ids).await?;
-        let revisions = children(&mut tx, &tables::ANNOTATION_REVISIONS, "study_id", &ids).await?;
-        tx.commit().await?;
+        let runs = children(tx, &tables::INFERENCE_RUNS, "study_id", ids).await?;
+        let findings = children(tx, &tables::FINDINGS, "inference_run_id", &runs.ids()).await?;
+        let annotations = children(tx, &tables::ANNOTATIONS, "study_id", ids).await?;
+        let revisions = children(tx, &tables::ANNOTATION_REVISIONS, "study_id", ids).await?;
+        Ok([studies, runs, findings, annotations, revisions])
+    }
 
-        for data in [&studies, &runs, &findings, &annotations, &revisions] {
-            write_part(store, &folder, chunk, data, options.dry_run, checkpoint).await?;
+    async fn write(&mut self, _job: &Job, rows: [TableData; 5], checkpoint: &mut Checkpoint) -> Result<(), BackupError> {
+        let chunk = checkpoint.next_chunk;
+        for data in &rows {
+            write_part(self.store, &self.folder, chunk, data, self.options.dry_run, checkpoint).await?;
         }
         checkpoint.next_chunk = chunk + 1;
-        checkpoint.cursor = next;
-        let value = serde_json::to_value(&*checkpoint).map_err(BackupError::Checkpoint)?;
-        job.save_checkpoint(value, &checkpoint.counts()).await?;
-        tracing::info!(chunk, studies = studies.len(), rows = ?checkpoint.rows(), "backup chunk written");
-        if studies.len() < options.chunk_studies.max(1) as usize {
-            break; // a short chunk is the last one
-        }
-        if job.out_of_time() {
-            return Ok(Outcome::HandedOver);
-        }
+        Ok(())
     }
 
-    // Small reference tables: whole, every run.
-    for table in [&tables::LABEL_SETS, &tables::LABELS] {
-        let rows = sqlx::query(&format!("SELECT {} FROM {} ORDER BY {}", table.select_list(), table.name, table.key.join(", "))).fetch_all(db.pool()).await?;
-        let data = TableData::from_rows(table, &rows)?;
-        checkpoint.tables.remove(table.name);
-        write_part(store, &folder, 0, &data, options.dry_run, checkpoint).await?;
+    /// The small reference tables, whole, every run; then the manifest, last.
+    async fn finish(&mut self, job: &Job, checkpoint: &mut Checkpoint) -> Result<Option<String>, BackupError> {
+        for table in [&tables::LABEL_SETS, &tables::LABELS] {
+            let rows =
+                sqlx::query(&format!("SELECT {} FROM {} ORDER BY {}", table.select_list(), table.name, table.key.join(", "))).fetch_all(self.db.pool()).await?;
+            let data = TableData::from_rows(table, &rows)?;
+            checkpoint.tables.remove(table.name);
+            write_part(self.store, &self.folder, 0, &data, self.options.dry_run, checkpoint).await?;
+        }
+        if self.options.dry_run {
+            return Ok(None);
+        }
+        let manifest = Manifest::new(job.run().id, job.resumed_from(), job.window(), self.options.chunk_studies, checkpoint.tables.clone());
+        let key = ObjectKey::new(format!("{}/manifest.json", self.folder)).map_err(S3Error::from)?;
+        self.store.put(&key, manifest.to_json()?, "application/json").await?;
+        Ok(Some(key.to_string()))
     }
-
-    if options.dry_run {
-        return Ok(Outcome::Finished(None));
-    }
-    let manifest = Manifest::new(job.run().id, job.resumed_from(), window, options.chunk_studies, checkpoint.tables.clone());
-    let key = ObjectKey::new(format!("{folder}/manifest.json")).map_err(S3Error::from)?;
-    store.put(&key, manifest.to_json().map_err(BackupError::Checkpoint)?, "application/json").await?;
-    Ok(Outcome::Finished(Some(key.to_string())))
 }
 
 async fn children(

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use cxr_platform::deidentify::{DeidentifyError, UidKey, deidentify};
 use cxr_platform::domain::MediaType;
-use cxr_platform::jobs::{Job, JobError, StudyCursor, begin_snapshot};
+use cxr_platform::jobs::driver::{ChunkedJob, run_chunked};
+use cxr_platform::jobs::{Job, JobError, StudyCursor};
 use cxr_platform::storage::postgres::Database;
 use cxr_platform::storage::s3::{ObjectKey, ObjectStore, S3Error};
 use futures::{StreamExt, TryStreamExt};
@@ -94,6 +95,11 @@ struct Checkpoint {
     detections: u64,
     skipped: BTreeMap<String, u64>,
     chunks: u64,
+    /// Set by the assembly at the end of the window.
+    #[serde(default)]
+    removed: u64,
+    #[serde(default)]
+    images_in_export: u64,
 }
 
 impl Checkpoint {
@@ -101,6 +107,7 @@ impl Checkpoint {
         serde_json::json!({
             "studies_changed": self.studies_changed, "exported": self.exported, "image_bytes": self.image_bytes,
             "annotations": self.annotations, "detections": self.detections, "skipped": self.skipped, "chunks": self.chunks,
+            "removed": self.removed, "images_in_export": self.images_in_export,
         })
     }
 }
@@ -131,35 +138,22 @@ pub async fn run_export(
     key: &UidKey,
     options: &ExportOptions,
 ) -> Result<ExportReport, ExportError> {
-    let mut job = Job::begin(db, JOB_NAME, options.dry_run).await?;
-    if let Some(budget) = options.time_budget {
-        job.set_time_budget(budget);
-    }
-    let mut checkpoint = Checkpoint::default();
-    let mut report = ExportReport { dry_run: options.dry_run, destination: mart.describe(), ..ExportReport::default() };
-    let result = export(db, images, mart, key, options, &mut job, &mut checkpoint, &mut report).await;
-    report.studies_changed = checkpoint.studies_changed;
-    report.exported = checkpoint.exported;
-    report.image_bytes = checkpoint.image_bytes;
-    report.annotations = checkpoint.annotations;
-    report.detections = checkpoint.detections;
-    report.skipped = checkpoint.skipped.clone();
-    report.chunks = checkpoint.chunks;
-    report.resumed_from = job.resumed_from();
-    let mut counts = checkpoint.counts();
-    counts["removed"] = report.removed.into();
-    counts["images_in_export"] = report.images_in_export.into();
-    match result {
-        Ok(complete) => {
-            report.complete = complete;
-            job.end(complete, &counts).await?;
-            Ok(report)
-        }
-        Err(err) => {
-            job.fail(&counts, &err.to_string()).await?;
-            Err(err)
-        }
-    }
+    let report = ExportReport { dry_run: options.dry_run, destination: mart.describe(), ..ExportReport::default() };
+    let mut export = Export { db, images, mart, key, options, report };
+    let run = run_chunked(db, &mut export, options.dry_run, options.time_budget).await?;
+    let checkpoint = run.progress;
+    Ok(ExportReport {
+        complete: run.finished.is_some(),
+        studies_changed: checkpoint.studies_changed,
+        exported: checkpoint.exported,
+        image_bytes: checkpoint.image_bytes,
+        annotations: checkpoint.annotations,
+        detections: checkpoint.detections,
+        skipped: checkpoint.skipped,
+        chunks: checkpoint.chunks,
+        resumed_from: run.resumed_from,
+        ..export.report
+    })
 }
 
 /// A study the chunk exports, with everything its fragment needs.
@@ -176,29 +170,45 @@ struct StudyToExport {
     detections: Vec<Detection>,
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn export(
-    db: &Database,
-    images: &aws_sdk_s3::Client,
-    mart: &DataMart,
-    key: &UidKey,
-    options: &ExportOptions,
-    job: &mut Job,
-    checkpoint: &mut Checkpoint,
-    report: &mut ExportReport,
-) -> Result<bool, ExportError> {
-    if let Some(value) = job.checkpoint() {
-        *checkpoint = serde_json::from_value(value.clone())?;
-        tracing::info!(exported = checkpoint.exported, "resuming an interrupted COCO export");
-    }
-    let window = job.window();
-    loop {
-        let mut tx = begin_snapshot(db).await.map_err(JobError::from)?;
-        let Some((ids, next)) = checkpoint.cursor.next_chunk(&mut tx, &window, options.chunk_studies).await? else { break };
-        let studies = read_chunk(&mut tx, &ids, options).await?;
-        tx.commit().await?;
-        checkpoint.studies_changed += ids.len() as u64;
+/// The export's part of the chunked run (the loop is
+/// [`cxr_platform::jobs::driver::run_chunked`]'s).
+struct Export<'a> {
+    db: &'a Database,
+    images: &'a aws_sdk_s3::Client,
+    mart: &'a DataMart,
+    key: &'a UidKey,
+    options: &'a ExportOptions,
+    /// Filled in by the assembly.
+    report: ExportReport,
+}
 
+impl ChunkedJob for Export<'_> {
+    type Progress = Checkpoint;
+    /// How many studies changed, and the exportable ones among them.
+    type Rows = (usize, Vec<StudyToExport>);
+    type Finished = ();
+    type Error = ExportError;
+    const NAME: &'static str = JOB_NAME;
+
+    fn chunk_studies(&self) -> u32 {
+        self.options.chunk_studies
+    }
+
+    fn cursor(progress: &mut Checkpoint) -> &mut StudyCursor {
+        &mut progress.cursor
+    }
+
+    fn counts(progress: &Checkpoint) -> serde_json::Value {
+        progress.counts()
+    }
+
+    async fn read(&mut self, tx: &mut sqlx::Transaction<'static, sqlx::Postgres>, ids: &[i64]) -> Result<Self::Rows, ExportError> {
+        Ok((ids.len(), read_chunk(tx, ids, self.options).await?))
+    }
+
+    async fn write(&mut self, _job: &Job, (changed, studies): Self::Rows, checkpoint: &mut Checkpoint) -> Result<(), ExportError> {
+        checkpoint.studies_changed += changed as u64;
+        let (images, mart, key, options) = (self.images, self.mart, self.key, self.options);
         let outcomes: Vec<Outcome> =
             futures::stream::iter(studies).map(|study| export_study(images, mart, key, options, study)).buffered(CONCURRENT_IMAGES).try_collect().await?;
         for outcome in outcomes {
@@ -213,20 +223,18 @@ async fn export(
             }
         }
         checkpoint.chunks += 1;
-        checkpoint.cursor = next;
-        job.save_checkpoint(serde_json::to_value(&*checkpoint)?, &checkpoint.counts()).await?;
-        tracing::info!(chunk = checkpoint.chunks, exported = checkpoint.exported, "COCO export chunk written");
-        if ids.len() < options.chunk_studies.max(1) as usize {
-            break; // a short chunk is the last one
-        }
-        if job.out_of_time() {
-            return Ok(false);
-        }
+        Ok(())
     }
-    if !options.dry_run {
-        assemble(db, mart, options, report).await?;
+
+    /// The fragments assembled into the COCO files, the manifest last.
+    async fn finish(&mut self, _job: &Job, checkpoint: &mut Checkpoint) -> Result<(), ExportError> {
+        if !self.options.dry_run {
+            assemble(self.db, self.mart, self.options, &mut self.report).await?;
+        }
+        checkpoint.removed = self.report.removed;
+        checkpoint.images_in_export = self.report.images_in_export;
+        Ok(())
     }
-    Ok(true)
 }
 
 #[derive(sqlx::FromRow)]

@@ -1,11 +1,12 @@
-//! The warehouse run: studies changed in the run's window, in chunks; each
-//! chunk is read in one snapshot, assembled into documents and upserted by
-//! study id, then checkpointed. Re-running a window rewrites the same
+//! The warehouse run: studies changed in the run's window, in chunks (the
+//! shared driver's loop); each chunk is read in one snapshot, assembled into
+//! documents and upserted by study id, then checkpointed. Re-running a window rewrites the same
 //! documents, so a resumed or repeated run leaves the same collection.
 
 use std::time::Duration;
 
-use cxr_platform::jobs::{Job, JobError, StudyCursor, begin_snapshot};
+use cxr_platform::jobs::driver::{ChunkedJob, run_chunked};
+use cxr_platform::jobs::{Job, JobError, StudyCursor};
 use cxr_platform::storage::documentdb::{DocumentCollection, WarehouseError};
 use cxr_platform::storage::postgres::Database;
 use mongodb::bson::doc;
@@ -89,78 +90,76 @@ pub async fn ensure_indexes(collection: &DocumentCollection<StudyDocument>) -> R
 }
 
 pub async fn run_load(db: &Database, collection: &DocumentCollection<StudyDocument>, options: &LoadOptions) -> Result<LoadReport, LoadError> {
-    let mut job = Job::begin(db, JOB_NAME, options.dry_run).await?;
-    if let Some(budget) = options.time_budget {
-        job.set_time_budget(budget);
-    }
-    let mut checkpoint = Checkpoint::default();
-    match load(db, collection, options, &mut job, &mut checkpoint).await {
-        Ok(complete) => {
-            let report = LoadReport {
-                dry_run: options.dry_run,
-                complete,
-                documents: checkpoint.documents,
-                inserted: checkpoint.inserted,
-                matched: checkpoint.matched,
-                findings: checkpoint.findings,
-                annotations: checkpoint.annotations,
-                chunks: checkpoint.chunks,
-                resumed_from: job.resumed_from(),
-            };
-            job.end(complete, &checkpoint.counts()).await?;
-            Ok(report)
-        }
-        Err(err) => {
-            job.fail(&checkpoint.counts(), &err.to_string()).await?;
-            Err(err)
-        }
-    }
+    let mut load = Load { collection, options };
+    let run = run_chunked(db, &mut load, options.dry_run, options.time_budget).await?;
+    let p = run.progress;
+    Ok(LoadReport {
+        dry_run: options.dry_run,
+        complete: run.finished.is_some(),
+        documents: p.documents,
+        inserted: p.inserted,
+        matched: p.matched,
+        findings: p.findings,
+        annotations: p.annotations,
+        chunks: p.chunks,
+        resumed_from: run.resumed_from,
+    })
 }
 
-/// Loads the window; `Ok(false)` when it ran out of time first.
-async fn load(
-    db: &Database,
-    collection: &DocumentCollection<StudyDocument>,
-    options: &LoadOptions,
-    job: &mut Job,
-    checkpoint: &mut Checkpoint,
-) -> Result<bool, LoadError> {
-    if let Some(value) = job.checkpoint() {
-        *checkpoint = serde_json::from_value(value.clone())?;
-        tracing::info!(documents = checkpoint.documents, "resuming an interrupted warehouse load");
-    }
-    if !options.dry_run {
-        ensure_indexes(collection).await?;
-    }
-    let window = job.window();
-    loop {
-        let mut tx = begin_snapshot(db).await.map_err(JobError::from)?;
-        let Some((ids, next)) = checkpoint.cursor.next_chunk(&mut tx, &window, options.chunk_studies).await? else {
-            return Ok(true);
-        };
-        let rows = read_chunk(&mut tx, &ids).await?;
-        tx.commit().await?;
+/// The warehouse's part of the chunked run (the loop is
+/// [`cxr_platform::jobs::driver::run_chunked`]'s).
+struct Load<'a> {
+    collection: &'a DocumentCollection<StudyDocument>,
+    options: &'a LoadOptions,
+}
 
+impl ChunkedJob for Load<'_> {
+    type Progress = Checkpoint;
+    type Rows = ChunkRows;
+    type Finished = ();
+    type Error = LoadError;
+    const NAME: &'static str = JOB_NAME;
+
+    fn chunk_studies(&self) -> u32 {
+        self.options.chunk_studies
+    }
+
+    fn cursor(progress: &mut Checkpoint) -> &mut StudyCursor {
+        &mut progress.cursor
+    }
+
+    fn counts(progress: &Checkpoint) -> serde_json::Value {
+        progress.counts()
+    }
+
+    async fn start(&mut self, _job: &Job, _progress: &mut Checkpoint) -> Result<(), LoadError> {
+        if !self.options.dry_run {
+            ensure_indexes(self.collection).await?;
+        }
+        Ok(())
+    }
+
+    async fn read(&mut self, tx: &mut sqlx::Transaction<'static, sqlx::Postgres>, ids: &[i64]) -> Result<ChunkRows, LoadError> {
+        Ok(read_chunk(tx, ids).await?)
+    }
+
+    async fn write(&mut self, _job: &Job, rows: ChunkRows, checkpoint: &mut Checkpoint) -> Result<(), LoadError> {
         checkpoint.findings += rows.findings.len() as u64;
         checkpoint.annotations += rows.annotations.len() as u64;
         let documents = rows.into_documents();
         checkpoint.documents += documents.len() as u64;
-        if !options.dry_run {
+        if !self.options.dry_run {
             let keyed: Vec<(String, StudyDocument)> = documents.into_iter().map(|d| (d.id.clone(), d)).collect();
-            let counts = collection.upsert_many(&keyed).await?;
+            let counts = self.collection.upsert_many(&keyed).await?;
             checkpoint.inserted += counts.inserted;
             checkpoint.matched += counts.matched;
         }
         checkpoint.chunks += 1;
-        checkpoint.cursor = next;
-        job.save_checkpoint(serde_json::to_value(&*checkpoint)?, &checkpoint.counts()).await?;
-        tracing::info!(chunk = checkpoint.chunks, documents = checkpoint.documents, "warehouse chunk loaded");
-        if ids.len() < options.chunk_studies.max(1) as usize {
-            return Ok(true); // a short chunk is the last one
-        }
-        if job.out_of_time() {
-            return Ok(false);
-        }
+        Ok(())
+    }
+
+    async fn finish(&mut self, _job: &Job, _progress: &mut Checkpoint) -> Result<(), LoadError> {
+        Ok(())
     }
 }
 

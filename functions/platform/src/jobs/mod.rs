@@ -8,6 +8,7 @@
 //! failed and takes over its window and checkpoint, so the output is the same
 //! as if the first run had finished.
 
+pub mod driver;
 pub mod scheduled;
 
 use std::fmt;
