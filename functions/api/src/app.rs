@@ -7,55 +7,12 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::get;
-use cxr_infer::Inference;
-use cxr_infer::endpoint::ModelEndpoint;
-use cxr_platform::aws::load_sdk_config;
-use cxr_platform::config::{DynamoSettings, Env, PostgresSettings, S3Settings};
-use cxr_platform::storage::dynamodb::DynamoTable;
-use cxr_platform::storage::postgres::Database;
-use cxr_platform::storage::results::ResultStore;
-use cxr_platform::storage::s3::ObjectStore;
-use tokio::sync::Semaphore;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
-use crate::config::ApiSettings;
-use crate::oidc::OidcVerifier;
 use crate::problem::ApiError;
 use crate::routes::{annotations, health, label_sets, predict, studies, uploads};
-
-#[derive(Clone)]
-pub struct AppState {
-    pub db: Database,
-    pub images: ObjectStore,
-    pub results: ResultStore,
-    pub inference: Arc<Inference>,
-    pub settings: Arc<ApiSettings>,
-    /// Synchronous predictions running now (bounded: 429 beyond).
-    pub predict_slots: Arc<Semaphore>,
-    /// Verifies the local OpenID provider's JWTs (absent in AWS).
-    pub oidc: Option<Arc<OidcVerifier>>,
-}
-
-impl AppState {
-    pub fn new(db: Database, images: ObjectStore, results: ResultStore, runtime: aws_sdk_sagemakerruntime::Client, settings: ApiSettings) -> Self {
-        let endpoint = ModelEndpoint::new(runtime, settings.inference.endpoint_name.clone(), settings.inference.inline_max_bytes);
-        let inference = Arc::new(Inference::new(db.clone(), results.clone(), endpoint, settings.inference.model.clone()));
-        let predict_slots = Arc::new(Semaphore::new(settings.predict_max_in_flight.max(1)));
-        let oidc = settings.oidc.clone().map(|s| Arc::new(OidcVerifier::new(s)));
-        Self { db, images, results, inference, settings: Arc::new(settings), predict_slots, oidc }
-    }
-
-    pub async fn from_env(env: &Env) -> anyhow::Result<Self> {
-        let settings = ApiSettings::from_env(env)?;
-        let db = Database::connect(&PostgresSettings::from_env(env)?).await?;
-        let sdk = load_sdk_config().await?;
-        let images = ObjectStore::new(&sdk, &S3Settings::from_env(env)?);
-        let results = ResultStore::new(DynamoTable::new(&sdk, &DynamoSettings::from_env(env)?));
-        Ok(Self::new(db, images, results, aws_sdk_sagemakerruntime::Client::new(&sdk), settings))
-    }
-}
+pub use crate::state::AppState;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -91,18 +48,16 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
-/// The routes and the OpenAPI document describing exactly them.
+/// The routes and the OpenAPI document describing exactly them: each route
+/// module's router, merged here and nowhere else.
 pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .routes(routes!(health::health))
-        .routes(routes!(studies::list, studies::create))
-        .routes(routes!(studies::get))
-        .routes(routes!(uploads::complete))
-        .routes(routes!(predict::predict))
-        .routes(routes!(annotations::list, annotations::create))
-        .routes(routes!(annotations::update, annotations::delete))
-        .routes(routes!(annotations::history))
-        .routes(routes!(label_sets::list))
+        .merge(health::router())
+        .merge(studies::router())
+        .merge(uploads::router())
+        .merge(predict::router())
+        .merge(annotations::router())
+        .merge(label_sets::router())
         .split_for_parts()
 }
 

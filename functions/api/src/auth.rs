@@ -11,8 +11,8 @@ use axum::http::request::Parts;
 use cxr_platform::domain::Owner;
 use lambda_http::request::RequestContext;
 
-use crate::app::AppState;
 use crate::problem::ApiError;
+use crate::state::AppState;
 
 /// The authenticated caller; every study belongs to one.
 #[derive(Clone, Debug, PartialEq, Eq)]

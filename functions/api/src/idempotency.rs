@@ -14,9 +14,9 @@ use axum::response::{IntoResponse, Response};
 use cxr_platform::domain::Sha256Digest;
 use cxr_platform::storage::postgres::idempotency::{Reservation, StoredResponse};
 
-use crate::app::AppState;
 use crate::auth::Caller;
 use crate::problem::ApiError;
+use crate::state::AppState;
 
 pub const HEADER: &str = "idempotency-key";
 pub const REPLAYED: &str = "idempotent-replayed";

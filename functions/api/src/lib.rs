@@ -4,7 +4,8 @@
 //! takes an image in the request and answers with findings;
 //! `GET /v1/studies/{id}` reads results back (DynamoDB hot copy first).
 //!
-//! - [`app`]: the Router, its state and the OpenAPI document.
+//! - [`app`]: the Router (each route module's router merged) and the OpenAPI document; [`state`]: what handlers share.
+//! - [`extract`]: JSON and query extractors whose rejections are problem+json.
 //! - [`auth`]: the caller (JWT authorizer claims in AWS; locally dev tokens,
 //!   or JWTs of the local OpenID provider verified by [`oidc`]).
 //! - [`idempotency`]: `Idempotency-Key` on POSTs.
@@ -14,8 +15,10 @@
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod extract;
 pub mod idempotency;
 pub mod oidc;
 pub mod problem;
 pub mod routes;
+pub mod state;
 pub mod views;

@@ -9,8 +9,8 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
-use crate::app::AppState;
 use crate::problem::ApiError;
+use crate::state::AppState;
 
 /// A study: its status and, once inferred, findings and image URLs.
 #[derive(Debug, Serialize, ToSchema)]

@@ -3,17 +3,18 @@
 //! changed what and when); the list shows the current state.
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use cxr_platform::domain::{LabelSet, Owner};
 use cxr_platform::domain::{LabelSets, PixelBox, StudyId};
 use cxr_platform::storage::postgres::studies::{AnnotationChange, AnnotationRecord, AnnotationRevision, NewAnnotation, StudyRecord};
 use serde::Deserialize;
+use utoipa_axum::routes;
 
-use crate::app::AppState;
 use crate::auth::Caller;
+use crate::extract::ApiJson;
 use crate::problem::ApiError;
+use crate::state::AppState;
 
 /// `POST /v1/studies/{id}/annotations` body.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -78,9 +79,8 @@ pub async fn create(
     State(state): State<AppState>,
     Caller(owner): Caller,
     Path(id): Path<String>,
-    body: Result<Json<CreateAnnotation>, JsonRejection>,
+    ApiJson(request): ApiJson<CreateAnnotation>,
 ) -> Result<(StatusCode, Json<AnnotationRecord>), ApiError> {
-    let Json(request) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let study = owned_study(&state, &owner, &id).await?;
     let set = label_set(&request.label_set)?;
     check_label(set, &request.label)?;
@@ -137,9 +137,8 @@ pub async fn update(
     State(state): State<AppState>,
     Caller(owner): Caller,
     Path((id, annotation)): Path<(String, String)>,
-    body: Result<Json<UpdateAnnotation>, JsonRejection>,
+    ApiJson(request): ApiJson<UpdateAnnotation>,
 ) -> Result<Json<AnnotationRecord>, ApiError> {
-    let Json(request) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let study = owned_study(&state, &owner, &id).await?;
     let annotation = annotation_id(&annotation)?;
     if request.label.is_none() && request.bbox.is_none() {
@@ -186,4 +185,9 @@ pub async fn delete(State(state): State<AppState>, Caller(owner): Caller, Path((
 pub async fn history(State(state): State<AppState>, Caller(owner): Caller, Path(id): Path<String>) -> Result<Json<Vec<AnnotationRevision>>, ApiError> {
     let study = owned_study(&state, &owner, &id).await?;
     Ok(Json(state.db.annotation_history(study.row_id).await?))
+}
+
+/// This module's routes (merged with the others in [`crate::app::routes`]).
+pub fn router() -> utoipa_axum::router::OpenApiRouter<AppState> {
+    utoipa_axum::router::OpenApiRouter::new().routes(routes!(list, create)).routes(routes!(update, delete)).routes(routes!(history))
 }

@@ -3,8 +3,9 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use utoipa_axum::routes;
 
-use crate::app::AppState;
+use crate::state::AppState;
 
 /// Whether PostgreSQL, S3 and DynamoDB answer. No authentication.
 #[utoipa::path(get, path = "/v1/health", tag = "health", security(()),
@@ -28,4 +29,9 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<serde_js
         "checks": { "database": check(&database), "images": check(&images), "results": check(&results) },
     });
     (if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, Json(body))
+}
+
+/// This module's routes (merged with the others in [`crate::app::routes`]).
+pub fn router() -> utoipa_axum::router::OpenApiRouter<AppState> {
+    utoipa_axum::router::OpenApiRouter::new().routes(routes!(health))
 }

@@ -3,8 +3,10 @@
 
 use axum::Json;
 use cxr_platform::domain::{LabelSet, LabelSets};
+use utoipa_axum::routes;
 
 use crate::auth::Caller;
+use crate::state::AppState;
 
 /// Every label set, labels in their dataset order (`vinbigdata`: the
 /// annotation classes; `torchxrayvision-all`: the model's outputs).
@@ -15,4 +17,9 @@ use crate::auth::Caller;
     ))]
 pub async fn list(_caller: Caller) -> Json<Vec<LabelSet>> {
     Json(LabelSets::builtin().iter().cloned().collect())
+}
+
+/// This module's routes (merged with the others in [`crate::app::routes`]).
+pub fn router() -> utoipa_axum::router::OpenApiRouter<AppState> {
+    utoipa_axum::router::OpenApiRouter::new().routes(routes!(list))
 }

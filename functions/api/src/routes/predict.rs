@@ -13,11 +13,12 @@ use cxr_platform::domain::MediaType;
 use cxr_platform::imaging::describe;
 use cxr_platform::storage::postgres::studies::NewStudy;
 use cxr_platform::storage::s3::ObjectKey;
+use utoipa_axum::routes;
 
-use crate::app::AppState;
 use crate::auth::Caller;
 use crate::problem::ApiError;
 use crate::routes::studies::current_snapshot;
+use crate::state::AppState;
 use crate::views::{StudyView, study_path, study_view};
 
 /// The request body of `POST /v1/predict`, for the OpenAPI document: the
@@ -99,4 +100,9 @@ pub async fn predict(
         headers.insert(header::LOCATION, location);
     }
     Ok((StatusCode::CREATED, headers, Json(study_view(&state, snapshot).await.map_err(|e| e.about(id))?)))
+}
+
+/// This module's routes (merged with the others in [`crate::app::routes`]).
+pub fn router() -> utoipa_axum::router::OpenApiRouter<AppState> {
+    utoipa_axum::router::OpenApiRouter::new().routes(routes!(predict))
 }

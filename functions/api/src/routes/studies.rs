@@ -2,8 +2,7 @@
 //! caller's. Another owner's study answers 404, exactly like a missing one.
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use base64::Engine;
 use cxr_platform::domain::{MediaType, StudyId, StudyStatus};
@@ -13,12 +12,14 @@ use cxr_platform::storage::s3::{ObjectKey, PresignedUrl};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::routes;
 
 use cxr_infer::pipeline::DYNAMODB_DEGRADED;
 
-use crate::app::AppState;
 use crate::auth::Caller;
+use crate::extract::{ApiJson, ApiQuery};
 use crate::problem::ApiError;
+use crate::state::AppState;
 use crate::views::{StudyView, study_path, study_view};
 
 /// `POST /v1/studies` body: what the client is about to upload.
@@ -86,9 +87,8 @@ pub struct PartUpload {
 pub async fn create(
     State(state): State<AppState>,
     Caller(owner): Caller,
-    body: Result<Json<CreateStudy>, JsonRejection>,
+    ApiJson(request): ApiJson<CreateStudy>,
 ) -> Result<(StatusCode, Json<CreatedStudy>), ApiError> {
-    let Json(request) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let media_type: MediaType = request
         .content_type
         .parse()
@@ -260,8 +260,7 @@ fn timestamp(name: &str, value: Option<&str>) -> Result<Option<OffsetDateTime>, 
         (status = 400, description = "Malformed filter or cursor", content_type = "application/problem+json"),
         (status = 401, description = "No or unknown credentials", content_type = "application/problem+json"),
     ))]
-pub async fn list(State(state): State<AppState>, Caller(owner): Caller, query: Result<Query<ListQuery>, QueryRejection>) -> Result<Json<StudyPage>, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+pub async fn list(State(state): State<AppState>, Caller(owner): Caller, ApiQuery(query): ApiQuery<ListQuery>) -> Result<Json<StudyPage>, ApiError> {
     let limit = query.limit.unwrap_or(20);
     if !(1..=100).contains(&limit) {
         return Err(ApiError::BadRequest("limit must be between 1 and 100".into()));
@@ -318,4 +317,9 @@ pub async fn list(State(state): State<AppState>, Caller(owner): Caller, query: R
             .collect(),
         next_cursor,
     }))
+}
+
+/// This module's routes (merged with the others in [`crate::app::routes`]).
+pub fn router() -> utoipa_axum::router::OpenApiRouter<AppState> {
+    utoipa_axum::router::OpenApiRouter::new().routes(routes!(list, create)).routes(routes!(get))
 }

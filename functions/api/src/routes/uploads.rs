@@ -1,18 +1,19 @@
 //! Finishing a multipart upload (images over the single-PUT limit).
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use cxr_platform::domain::{StudyId, StudyStatus};
 use cxr_platform::storage::s3::{ObjectKey, S3Error};
 use serde::Deserialize;
 use utoipa::ToSchema;
+use utoipa_axum::routes;
 
-use crate::app::AppState;
 use crate::auth::Caller;
+use crate::extract::ApiJson;
 use crate::problem::ApiError;
 use crate::routes::studies::current_snapshot;
+use crate::state::AppState;
 use crate::views::{StudyView, study_view};
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -47,9 +48,8 @@ pub async fn complete(
     State(state): State<AppState>,
     Caller(owner): Caller,
     Path(id): Path<String>,
-    body: Result<Json<CompleteUpload>, JsonRejection>,
+    ApiJson(request): ApiJson<CompleteUpload>,
 ) -> Result<(StatusCode, Json<StudyView>), ApiError> {
-    let Json(request) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let id: StudyId = id.parse().map_err(|_| ApiError::NotFound)?;
     let study = state.db.find_study(&owner, id).await?.ok_or(ApiError::NotFound)?;
     if study.status != StudyStatus::Created {
@@ -70,4 +70,9 @@ pub async fn complete(
     }
     let snapshot = current_snapshot(&state, &study).await?;
     Ok((StatusCode::ACCEPTED, Json(study_view(&state, snapshot).await?)))
+}
+
+/// This module's routes (merged with the others in [`crate::app::routes`]).
+pub fn router() -> utoipa_axum::router::OpenApiRouter<AppState> {
+    utoipa_axum::router::OpenApiRouter::new().routes(routes!(complete))
 }
