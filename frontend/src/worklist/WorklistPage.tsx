@@ -37,7 +37,8 @@ export function WorklistPage() {
   const [params, setParams] = useSearchParams();
   const query = listQuery(params);
   const labelSets = useQuery({ queryKey: ["label-sets"], queryFn: () => unwrap(api.GET("/v1/label-sets")), staleTime: Number.POSITIVE_INFINITY });
-  const labels = [...new Set((labelSets.data ?? []).flatMap((s: LabelSet) => s.labels))].sort();
+  // The URL's label is an option even before the label sets arrive, so the filter shows it at once.
+  const labels = [...new Set([...(labelSets.data ?? []).flatMap((s: LabelSet) => s.labels), ...(query.label ? [query.label] : [])])].sort();
   const list = useInfiniteQuery({
     queryKey: ["studies", query],
     queryFn: ({ pageParam }) => unwrap(api.GET("/v1/studies", { params: { query: { ...query, limit: 25, cursor: pageParam } } })),

@@ -372,7 +372,7 @@ test("the worklist finds the study by label, keeps filters in the URL, orders by
   // Reload: the filters come back from the URL.
   await page.reload();
   await page.getByRole("heading", { name: "Worklist" }).waitFor();
-  expect((await page.getByTestId("label-filter").inputValue()) === "Cardiomegaly", "label kept");
+  await eventually("the label filter from the URL", async () => (await page.getByTestId("label-filter").inputValue()) === "Cardiomegaly", 5000);
   await page.locator(`a[href="/studies/${state.pngStudy}"]`).waitFor();
   await page.getByTestId("label-filter").selectOption("");
   await page.getByTestId("worklist-row").first().waitFor();
