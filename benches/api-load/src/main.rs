@@ -146,7 +146,12 @@ async fn main() -> anyhow::Result<()> {
     for i in 0..2 {
         findings.push(NewFinding::new("Label 17", 0.9, Some(PixelBox::new(100.0 * i as f32, 200.0, 300.0, 250.0)?), FindingSource::Cam)?);
     }
-    let run = NewInferenceRun { model_name: "bench".into(), model_version: "1".into(), heatmap_key: Some("heatmaps/bench.png".into()), ..Default::default() };
+    let run = NewInferenceRun {
+        model_name: "bench".into(),
+        model_version: "1".into(),
+        heatmap_key: Some(cxr_platform::domain::ObjectKey::new("heatmaps/bench.png")?),
+        ..Default::default()
+    };
     db.record_inference(study.row_id, &run, &findings).await?;
     let done = db.find_study(&owner, study.id).await?.ok_or_else(|| anyhow::anyhow!("study vanished"))?;
     let latest = db.latest_inference(done.row_id).await?;

@@ -3,8 +3,8 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use cxr_infer::InferError;
 use cxr_infer::endpoint::EndpointError;
+use cxr_infer::{InferError, PredictError};
 use cxr_platform::domain::StudyId;
 use cxr_platform::storage::dynamodb::DynamoError;
 use cxr_platform::storage::postgres::DbError;
@@ -97,6 +97,22 @@ impl From<InferError> for ApiError {
             InferError::InFlight => Self::Conflict(err.to_string()),
             InferError::Database(e) => e.into(),
             InferError::Storage(e) => e.into(),
+        }
+    }
+}
+
+impl From<PredictError> for ApiError {
+    fn from(err: PredictError) -> Self {
+        let study = err.study();
+        let api = match err {
+            PredictError::UnsupportedMediaType => Self::UnsupportedMediaType(err.to_string()),
+            PredictError::Unreadable(_) => Self::Unprocessable(err.to_string()),
+            PredictError::Refused { reason, .. } => Self::Unprocessable(reason),
+            PredictError::Unfinished { source, .. } | PredictError::NotRecorded(source) => source.into(),
+        };
+        match study {
+            Some(id) => api.about(id),
+            None => api,
         }
     }
 }

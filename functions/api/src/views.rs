@@ -57,12 +57,9 @@ pub fn study_path(id: StudyId) -> String {
 
 pub async fn study_view(state: &AppState, snapshot: StudySnapshot) -> Result<StudyView, ApiError> {
     let ttl = state.settings.upload_url_ttl;
-    let presign = |key: &str| {
-        let key = key.to_owned();
-        async move {
-            let key = ObjectKey::new(key).map_err(|e| ApiError::Internal(e.to_string()))?;
-            Ok::<_, ApiError>(state.images.presign_get(&key, ttl).await?.url)
-        }
+    let presign = |key: &ObjectKey| {
+        let key = key.clone();
+        async move { Ok::<_, ApiError>(state.images.presign_get(&key, ttl).await?.url) }
     };
     let image_url = match snapshot.status {
         StudyStatus::Created => None,

@@ -79,7 +79,7 @@ async fn predict_takes_dicom() {
     let id = study["id"].as_str().expect("id").parse().expect("uuid");
     let stored = state.db.find_study(&cxr_platform::domain::Owner::new("alice").expect("owner"), id).await.expect("find").expect("study");
     assert_eq!((stored.modality.as_deref(), stored.bit_depth), (Some("DX"), Some(12)));
-    assert!(stored.s3_key.ends_with(".dcm"), "{}", stored.s3_key);
+    assert!(stored.s3_key.as_str().ends_with(".dcm"), "{}", stored.s3_key);
     // The browser gets a PNG rendering of the DICOM file.
     let preview = reqwest::get(study["preview_url"].as_str().expect("preview url")).await.expect("GET preview").bytes().await.expect("bytes");
     assert!(preview.starts_with(b"\x89PNG"), "the preview is a PNG");

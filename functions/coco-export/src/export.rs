@@ -14,6 +14,7 @@ use cxr_platform::domain::MediaType;
 use cxr_platform::jobs::driver::{ChunkedJob, run_chunked};
 use cxr_platform::jobs::{Job, JobError, StudyCursor};
 use cxr_platform::storage::postgres::Database;
+use cxr_platform::storage::postgres::studies::{STUDY_COLUMNS, StudyRecord};
 use cxr_platform::storage::s3::{ObjectKey, ObjectStore, S3Error};
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
@@ -161,10 +162,10 @@ struct StudyToExport {
     id: i64,
     public_id: uuid::Uuid,
     bucket: String,
-    key: String,
+    key: ObjectKey,
     media_type: MediaType,
-    width: i32,
-    height: i32,
+    width: u32,
+    height: u32,
     updated_at: OffsetDateTime,
     annotations: Vec<Annotation>,
     detections: Vec<Detection>,
@@ -237,29 +238,15 @@ impl ChunkedJob for Export<'_> {
     }
 }
 
-#[derive(sqlx::FromRow)]
-struct StudyRow {
-    id: i64,
-    public_id: uuid::Uuid,
-    s3_bucket: String,
-    s3_key: String,
-    media_type: String,
-    width: i32,
-    height: i32,
-    updated_at: OffsetDateTime,
-}
-
 /// The exportable studies among `ids` (annotated with the VinBigData set,
 /// image read), with their annotations and, if asked, model boxes.
 async fn read_chunk(tx: &mut sqlx::Transaction<'static, sqlx::Postgres>, ids: &[i64], options: &ExportOptions) -> Result<Vec<StudyToExport>, sqlx::Error> {
-    let rows: Vec<StudyRow> = sqlx::query_as(&format!(
-        "SELECT id, public_id, s3_bucket, s3_key, media_type, width, height, updated_at
-           FROM studies s WHERE id = ANY($1) AND {EXPORTABLE} ORDER BY id"
-    ))
-    .bind(ids)
-    .fetch_all(&mut **tx)
-    .await?;
-    let exportable: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    // The repository's columns and row mapping, read in this run's snapshot.
+    let rows: Vec<StudyRecord> = sqlx::query_as(&format!("SELECT {STUDY_COLUMNS} FROM studies s WHERE id = ANY($1) AND {EXPORTABLE} ORDER BY id"))
+        .bind(ids)
+        .fetch_all(&mut **tx)
+        .await?;
+    let exportable: Vec<i64> = rows.iter().map(|r| r.row_id).collect();
 
     let mut annotations: BTreeMap<i64, Vec<Annotation>> = BTreeMap::new();
     let boxes: Vec<(i64, i64, String, f32, f32, f32, f32)> = sqlx::query_as(
@@ -305,17 +292,17 @@ async fn read_chunk(tx: &mut sqlx::Transaction<'static, sqlx::Postgres>, ids: &[
         .into_iter()
         .filter_map(|row| {
             Some(StudyToExport {
-                id: row.id,
-                public_id: row.public_id,
+                id: row.row_id,
+                public_id: row.id.as_uuid(),
                 bucket: row.s3_bucket,
                 key: row.s3_key,
-                // The database CHECK allows only the three types.
-                media_type: row.media_type.parse().ok()?,
-                width: row.width,
-                height: row.height,
+                media_type: row.media_type,
+                // EXPORTABLE requires the image to have been read.
+                width: row.width?,
+                height: row.height?,
                 updated_at: row.updated_at,
-                annotations: annotations.remove(&row.id).unwrap_or_default(),
-                detections: detections.remove(&row.id).unwrap_or_default(),
+                annotations: annotations.remove(&row.row_id).unwrap_or_default(),
+                detections: detections.remove(&row.row_id).unwrap_or_default(),
             })
         })
         .collect())
@@ -348,8 +335,8 @@ async fn export_study(
         Outcome::Skipped(reason)
     };
     let source = ObjectStore::from_client(images.clone(), study.bucket.clone());
-    let object_key = ObjectKey::new(study.key.clone()).map_err(|e| ExportError::Image(e.into()))?;
-    let outcome = match source.get(&object_key, MAX_IMAGE_BYTES).await {
+    let object_key = &study.key;
+    let outcome = match source.get(object_key, MAX_IMAGE_BYTES).await {
         Err(S3Error::NotFound { key }) => skip("missing_image", key),
         Err(err @ S3Error::TooLarge { .. }) => skip("too_large", err.to_string()),
         Err(err) => return Err(ExportError::Image(err)),

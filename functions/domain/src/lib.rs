@@ -6,6 +6,7 @@
 
 mod digest;
 mod geometry;
+pub mod invocation;
 mod keys;
 mod labels;
 mod limits;
@@ -14,7 +15,7 @@ mod study;
 
 pub use digest::Sha256Digest;
 pub use geometry::{BoxError, PixelBox};
-pub use keys::{heatmap_key, image_key, preview_key};
+pub use keys::{InvalidKey, ObjectKey, heatmap_key, image_key, preview_key};
 pub use labels::{LabelSet, LabelSetError, LabelSets};
 pub use limits::MAX_IMAGE_BYTES;
 pub use owner::{Owner, OwnerError};

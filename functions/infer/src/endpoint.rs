@@ -2,10 +2,9 @@
 //! project's model server locally, a SageMaker endpoint in AWS).
 
 use aws_sdk_sagemakerruntime::primitives::Blob;
-use base64::Engine as _;
 use bytes::Bytes;
 use cxr_platform::domain::MediaType;
-use serde::Deserialize;
+use cxr_platform::domain::invocation::InvocationResponse;
 
 /// Why the endpoint gave no answer.
 #[derive(Debug, thiserror::Error)]
@@ -20,62 +19,6 @@ pub enum EndpointError {
     /// Unreachable, 5xx, or an answer that is not the model server's.
     #[error("the model endpoint is unavailable: {0}")]
     Unavailable(String),
-}
-
-/// The model server's answer (the fields used here).
-#[derive(Debug, Deserialize)]
-pub struct ModelAnswer {
-    pub model: AnswerModel,
-    pub findings: Vec<AnswerFinding>,
-    #[serde(default)]
-    pub boxes: Vec<AnswerBox>,
-    #[serde(default)]
-    pub heatmap: Option<AnswerPicture>,
-    #[serde(default)]
-    pub preview: Option<AnswerPicture>,
-    #[serde(default)]
-    pub timings_ms: std::collections::BTreeMap<String, f64>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct AnswerModel {
-    pub name: String,
-    pub version: String,
-    /// False for generated weights (older servers do not say).
-    #[serde(default)]
-    pub trained: Option<bool>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct AnswerFinding {
-    pub label: String,
-    pub probability: f32,
-    /// The label's decision threshold (older servers do not say).
-    #[serde(default)]
-    pub threshold: Option<f32>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct AnswerBox {
-    pub label: String,
-    pub x_min: f32,
-    pub y_min: f32,
-    pub width: f32,
-    pub height: f32,
-    pub score: f32,
-}
-
-/// A PNG in the answer: the Grad-CAM heatmap, or the browser-viewable
-/// rendering of the image (DICOM windowed). Other fields are not needed.
-#[derive(Debug, Deserialize)]
-pub struct AnswerPicture {
-    pub png_base64: String,
-}
-
-impl AnswerPicture {
-    pub fn png(&self) -> Result<Vec<u8>, base64::DecodeError> {
-        base64::engine::general_purpose::STANDARD.decode(&self.png_base64)
-    }
 }
 
 #[derive(Clone, Debug)]
@@ -95,7 +38,7 @@ impl ModelEndpoint {
     /// preview PNG of the image. Images over
     /// the inline limit are sent by reference: `{"s3_uri": ...}` as JSON,
     /// which the model server reads from S3 itself.
-    pub async fn invoke(&self, image: &Bytes, media_type: MediaType, bucket: &str, key: &str) -> Result<ModelAnswer, EndpointError> {
+    pub async fn invoke(&self, image: &Bytes, media_type: MediaType, bucket: &str, key: &str) -> Result<InvocationResponse, EndpointError> {
         let (content_type, body) = if image.len() <= self.inline_max_bytes {
             (media_type.as_str(), image.to_vec())
         } else {

@@ -72,7 +72,7 @@ pub struct LocalRelay<'a> {
     /// are left alone).
     pub window: Duration,
     pub retry_after: Duration,
-    attempts: HashMap<String, Instant>,
+    attempts: HashMap<ObjectKey, Instant>,
 }
 
 impl<'a> LocalRelay<'a> {
@@ -92,8 +92,8 @@ impl<'a> LocalRelay<'a> {
             if study.status != StudyStatus::Created && self.attempts.get(&study.s3_key).is_some_and(|at| at.elapsed() < self.retry_after) {
                 continue;
             }
-            let Some(object) = self.images.head(&ObjectKey::new(study.s3_key.clone())?).await? else { continue };
-            let event = object_created_event(&study.s3_bucket, &study.s3_key, &object)?;
+            let Some(object) = self.images.head(&study.s3_key).await? else { continue };
+            let event = object_created_event(&study.s3_bucket, study.s3_key.as_str(), &object)?;
             self.attempts.insert(study.s3_key.clone(), Instant::now());
             report.delivered += 1;
             match self.handler.handle(&event).await {

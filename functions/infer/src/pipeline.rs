@@ -18,6 +18,7 @@
 use std::sync::RwLock;
 
 use bytes::Bytes;
+use cxr_platform::domain::invocation::{InvocationResponse, decode_png};
 use cxr_platform::domain::{PixelBox, Sha256Digest, StudyStatus};
 use cxr_platform::domain::{heatmap_key, preview_key};
 use cxr_platform::storage::postgres::studies::{FindingSource, ImageFacts, NewFinding, NewInferenceRun, StudyRecord};
@@ -25,7 +26,7 @@ use cxr_platform::storage::postgres::{Database, DbError};
 use cxr_platform::storage::results::{CachedResult, ModelRef, ResultStore, StudySnapshot};
 use cxr_platform::storage::s3::{ObjectKey, ObjectStore, S3Error};
 
-use crate::endpoint::{EndpointError, ModelAnswer, ModelEndpoint};
+use crate::endpoint::{EndpointError, ModelEndpoint};
 
 /// The `event` field of every log line that says DynamoDB could not be
 /// read or written (results stay correct through PostgreSQL); the SAM
@@ -105,7 +106,7 @@ impl Inference {
             return Ok(Outcome::Done { cached: true, snapshot });
         }
 
-        let answer = match self.endpoint.invoke(image, study.media_type, &study.s3_bucket, &study.s3_key).await {
+        let answer = match self.endpoint.invoke(image, study.media_type, &study.s3_bucket, study.s3_key.as_str()).await {
             Ok(answer) => answer,
             Err(EndpointError::Refused(reason)) => {
                 return self.fail(study, &format!("the model refused the image: {reason}")).await;
@@ -172,22 +173,21 @@ impl Inference {
     /// Stores the heatmap and the preview the endpoint drew; their keys.
     async fn store_pictures(
         &self,
-        answer: &ModelAnswer,
+        answer: &InvocationResponse,
         sha256: &Sha256Digest,
         model: &ModelRef,
         images: &ObjectStore,
-    ) -> Result<(Option<String>, Option<String>), InferError> {
-        let heatmap = answer.heatmap.as_ref().map(|h| (h.png(), heatmap_key(sha256, &model.name, &model.version)));
-        let preview = answer.preview.as_ref().map(|p| (p.png(), preview_key(sha256)));
+    ) -> Result<(Option<ObjectKey>, Option<ObjectKey>), InferError> {
+        let heatmap = answer.heatmap.as_ref().map(|h| (decode_png(&h.png_base64), heatmap_key(sha256, &model.name, &model.version)));
+        let preview = answer.preview.as_ref().map(|p| (decode_png(&p.png_base64), preview_key(sha256)));
         let mut keys = [None, None];
         for (slot, picture) in keys.iter_mut().zip([heatmap, preview]) {
             let Some((png, key)) = picture else { continue };
             let Ok(png) = png else {
-                tracing::warn!(key, "the endpoint's PNG is not base64; stored without it");
+                tracing::warn!(%key, "the endpoint's PNG is not base64; stored without it");
                 continue;
             };
-            let object_key = ObjectKey::new(key.clone()).map_err(|e| InferError::Storage(e.into()))?;
-            images.put(&object_key, png, "image/png").await.map_err(InferError::Storage)?;
+            images.put(&key, png, "image/png").await.map_err(InferError::Storage)?;
             *slot = Some(key);
         }
         let [heatmap, preview] = keys;
@@ -221,7 +221,7 @@ impl Inference {
 }
 
 /// The model's per-label probabilities, and its CAM boxes clipped to the image.
-fn findings_of(answer: &ModelAnswer, facts: &ImageFacts) -> Vec<NewFinding> {
+fn findings_of(answer: &InvocationResponse, facts: &ImageFacts) -> Vec<NewFinding> {
     let mut findings = Vec::with_capacity(answer.findings.len() + answer.boxes.len());
     for finding in &answer.findings {
         if let Ok(finding) = NewFinding::new(finding.label.clone(), finding.probability.clamp(0.0, 1.0), None, FindingSource::Model) {

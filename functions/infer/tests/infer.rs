@@ -32,18 +32,18 @@ fn handler_with(db: Database, results: &DynamoTable, endpoint: &str, settings: I
 }
 
 /// The sample event, pointed at this bucket and key.
-fn event(bucket: &str, key: &str) -> S3Event {
+fn event(bucket: &str, key: impl AsRef<str>) -> S3Event {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../events/s3-object-created.json")).expect("sample event");
     let mut json: serde_json::Value = serde_json::from_str(&text).expect("JSON");
     json["Records"][0]["s3"]["bucket"]["name"] = bucket.into();
-    json["Records"][0]["s3"]["object"]["key"] = key.into();
+    json["Records"][0]["s3"]["object"]["key"] = key.as_ref().into();
     serde_json::from_value(json).expect("an S3 event")
 }
 
 async fn upload(store: &ObjectStore, db: &Database, media_type: MediaType, body: Vec<u8>) -> cxr_platform::storage::postgres::studies::StudyRecord {
     let study =
         db.create_study(&NewStudy { owner: Owner::new("alice").expect("owner"), s3_bucket: store.bucket().to_owned(), media_type }).await.expect("study");
-    store.put(&ObjectKey::new(study.s3_key.clone()).expect("key"), body, media_type.as_str()).await.expect("upload");
+    store.put(&study.s3_key, body, media_type.as_str()).await.expect("upload");
     study
 }
 
@@ -72,13 +72,13 @@ async fn an_upload_event_runs_the_model_and_stores_findings_once() {
     assert!(run.findings.len() >= 18, "18 labels (and CAM boxes): {}", run.findings.len());
 
     // The heatmap is in S3 under its content-addressed key, a PNG.
-    let heatmap = run.heatmap_key.as_deref().expect("a heatmap key");
+    let heatmap = run.heatmap_key.as_ref().map(ObjectKey::as_str).expect("a heatmap key");
     assert!(heatmap.starts_with(&format!("heatmaps/{}/", stored.sha256.expect("sha").to_hex())), "{heatmap}");
     let png_bytes = store.get(&ObjectKey::new(heatmap).expect("key"), 1 << 20).await.expect("heatmap object").bytes;
     assert!(png_bytes.starts_with(b"\x89PNG"), "a PNG");
 
     // So is the preview, by content.
-    let preview = stored.preview_key.as_deref().expect("a preview key");
+    let preview = stored.preview_key.as_ref().map(ObjectKey::as_str).expect("a preview key");
     assert_eq!(preview, format!("previews/{}.png", stored.sha256.expect("sha").to_hex()));
     let preview_png = store.get(&ObjectKey::new(preview).expect("key"), 1 << 22).await.expect("preview object").bytes;
     assert!(preview_png.starts_with(b"\x89PNG"), "a PNG");
@@ -86,7 +86,10 @@ async fn an_upload_event_runs_the_model_and_stores_findings_once() {
     // DynamoDB holds the hot copy and the cache entry.
     let results = ResultStore::new(table.clone());
     let snapshot = results.snapshot(study.id).await.expect("read").expect("hot copy");
-    assert_eq!((snapshot.status, snapshot.findings.len(), snapshot.heatmap_key.as_deref()), (StudyStatus::Done, run.findings.len(), Some(heatmap)));
+    assert_eq!(
+        (snapshot.status, snapshot.findings.len(), snapshot.heatmap_key.as_ref().map(ObjectKey::as_str)),
+        (StudyStatus::Done, run.findings.len(), Some(heatmap))
+    );
     let model = ModelRef { name: GENERATED_MODEL.into(), version: "0".into() };
     let cached = results.cached(&stored.sha256.expect("sha"), &model).await.expect("read").expect("cache entry");
     assert_eq!(cached.findings, run.findings);

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use cxr_platform::config::PostgresSettings;
 use cxr_platform::config::Secret;
-use cxr_platform::domain::{LabelSets, MediaType, Owner, PixelBox, Sha256Digest, StudyStatus};
+use cxr_platform::domain::{LabelSets, MediaType, ObjectKey, Owner, PixelBox, Sha256Digest, StudyStatus};
 use cxr_platform::storage::postgres::studies::{FindingSource, ImageFacts, NewAnnotation, NewFinding, NewInferenceRun, NewStudy};
 use cxr_platform::storage::postgres::{Database, DbError, MIGRATOR};
 use cxr_platform::testing::{LocalStack, closed_port};
@@ -69,11 +69,11 @@ async fn study_lifecycle_is_owner_scoped() {
     let db = LocalStack::get().fresh_database().await;
     let study = new_study(&db, "alice").await;
     assert_eq!(study.status, StudyStatus::Created);
-    assert_eq!(study.s3_key, format!("studies/{}/original.png", study.id));
+    assert_eq!(study.s3_key.as_str(), format!("studies/{}/original.png", study.id));
 
     assert_eq!(db.find_study(&owner("alice"), study.id).await.expect("find").as_ref(), Some(&study));
     assert_eq!(db.find_study(&owner("mallory"), study.id).await.expect("find"), None, "other owners see nothing");
-    let by_object = db.find_study_by_object("cxr-images", &study.s3_key).await.expect("find").expect("exists");
+    let by_object = db.find_study_by_object("cxr-images", study.s3_key.as_str()).await.expect("find").expect("exists");
     assert_eq!(by_object.id, study.id);
 
     let uploaded = db.record_upload(study.row_id, &facts()).await.expect("upload");
@@ -98,8 +98,8 @@ async fn an_inference_is_stored_whole_or_not_at_all() {
         model_version: "1".into(),
         thresholds: BTreeMap::from([("Cardiomegaly".into(), 0.5)]),
         timings_ms: BTreeMap::from([("infer".into(), 12.5)]),
-        heatmap_key: Some("heatmaps/example.png".into()),
-        preview_key: Some("previews/example.png".into()),
+        heatmap_key: Some(ObjectKey::new("heatmaps/example.png").expect("key")),
+        preview_key: Some(ObjectKey::new("previews/example.png").expect("key")),
         model_trained: Some(false),
     };
     let findings = vec![

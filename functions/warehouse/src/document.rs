@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use cxr_platform::storage::postgres::studies::StudyRecord;
 use mongodb::bson::DateTime;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -92,28 +93,9 @@ pub struct AnnotationDocument {
     pub created_at: DateTime,
 }
 
-/// The rows the documents are built from (one chunk's worth).
-#[derive(Clone, Debug, sqlx::FromRow)]
-pub struct StudyRow {
-    pub id: i64,
-    pub public_id: uuid::Uuid,
-    pub owner: String,
-    pub status: String,
-    pub s3_bucket: String,
-    pub s3_key: String,
-    pub media_type: String,
-    pub byte_size: Option<i64>,
-    pub sha256: Option<String>,
-    pub width: Option<i32>,
-    pub height: Option<i32>,
-    pub bit_depth: Option<i16>,
-    pub modality: Option<String>,
-    pub dicom: Option<serde_json::Value>,
-    pub failure: Option<String>,
-    pub created_at: OffsetDateTime,
-    pub updated_at: OffsetDateTime,
-}
-
+/// The rows the documents are built from (one chunk's worth). Studies are
+/// the repository's [`StudyRecord`]s; the children are read whole, ids
+/// included, which the documents carry.
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct RunRow {
     pub id: i64,
@@ -156,7 +138,7 @@ pub struct AnnotationRow {
 /// One chunk of rows, to be assembled into documents.
 #[derive(Clone, Debug, Default)]
 pub struct ChunkRows {
-    pub studies: Vec<StudyRow>,
+    pub studies: Vec<StudyRecord>,
     pub runs: Vec<RunRow>,
     pub findings: Vec<FindingRow>,
     pub annotations: Vec<AnnotationRow>,
@@ -189,9 +171,9 @@ impl ChunkRows {
         self.studies
             .into_iter()
             .map(|study| {
-                let mut inference_runs = runs.remove(&study.id).unwrap_or_default();
+                let mut inference_runs = runs.remove(&study.row_id).unwrap_or_default();
                 inference_runs.sort_by_key(|r| r.run_id);
-                let mut annotations = annotations.remove(&study.id).unwrap_or_default();
+                let mut annotations = annotations.remove(&study.row_id).unwrap_or_default();
                 annotations.sort_by_key(|a| a.annotation_id);
                 study_document(study, inference_runs, annotations)
             })
@@ -199,7 +181,7 @@ impl ChunkRows {
     }
 }
 
-fn study_document(study: StudyRow, inference_runs: Vec<InferenceRunDocument>, annotations: Vec<AnnotationDocument>) -> StudyDocument {
+fn study_document(study: StudyRecord, inference_runs: Vec<InferenceRunDocument>, annotations: Vec<AnnotationDocument>) -> StudyDocument {
     let annotated: BTreeSet<String> = annotations.iter().map(|a| a.label.clone()).collect();
     // The latest run of each model version decides what it predicts.
     let mut latest: BTreeMap<(&str, &str), &InferenceRunDocument> = BTreeMap::new();
@@ -209,19 +191,20 @@ fn study_document(study: StudyRow, inference_runs: Vec<InferenceRunDocument>, an
     let predicted: BTreeSet<String> = latest.values().flat_map(|run| run.findings.iter().filter(|f| f.positive).map(|f| f.label.clone())).collect();
     let models: BTreeSet<String> = inference_runs.iter().map(|r| format!("{}@{}", r.model_name, r.model_version)).collect();
     StudyDocument {
-        id: study.public_id.to_string(),
-        study_id: study.id,
-        owner: study.owner,
-        status: study.status,
+        id: study.id.to_string(),
+        study_id: study.row_id,
+        owner: study.owner.as_str().to_owned(),
+        status: study.status.as_str().to_owned(),
         image: ImageFacts {
             bucket: study.s3_bucket,
-            key: study.s3_key,
-            media_type: study.media_type,
-            byte_size: study.byte_size,
-            sha256: study.sha256,
-            width: study.width,
-            height: study.height,
-            bit_depth: study.bit_depth,
+            key: study.s3_key.into_string(),
+            media_type: study.media_type.as_str().to_owned(),
+            // The columns' own types (the record holds them unsigned).
+            byte_size: study.byte_size.map(|n| n as i64),
+            sha256: study.sha256.map(|d| d.to_hex()),
+            width: study.width.map(|n| n as i32),
+            height: study.height.map(|n| n as i32),
+            bit_depth: study.bit_depth.map(i16::from),
         },
         modality: study.modality,
         dicom: study.dicom,
@@ -272,17 +255,18 @@ fn bson_date(t: OffsetDateTime) -> DateTime {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cxr_platform::domain::{MediaType, ObjectKey, Owner, StudyId, StudyStatus};
     use time::macros::datetime;
 
-    fn study(id: i64) -> StudyRow {
-        StudyRow {
-            id,
-            public_id: uuid::Uuid::from_u128(id as u128),
-            owner: "dr-a".into(),
-            status: "done".into(),
+    fn study(id: i64) -> StudyRecord {
+        StudyRecord {
+            row_id: id,
+            id: StudyId::from_uuid(uuid::Uuid::from_u128(id as u128)),
+            owner: Owner::new("dr-a").expect("owner"),
+            status: StudyStatus::Done,
             s3_bucket: "b".into(),
-            s3_key: format!("studies/{id}/original.png"),
-            media_type: "image/png".into(),
+            s3_key: ObjectKey::new(format!("studies/{id}/original.png")).expect("key"),
+            media_type: MediaType::Png,
             byte_size: Some(10),
             sha256: None,
             width: Some(100),
@@ -291,6 +275,9 @@ mod tests {
             modality: None,
             dicom: None,
             failure: None,
+            preview_key: None,
+            priority: None,
+            priority_label: None,
             created_at: datetime!(2026-11-01 10:00:00.123456 UTC),
             updated_at: datetime!(2026-11-02 10:00:00 UTC),
         }

@@ -12,7 +12,9 @@ use cxr_platform::storage::postgres::Database;
 use mongodb::bson::doc;
 use serde::{Deserialize, Serialize};
 
-use crate::document::{AnnotationRow, ChunkRows, FindingRow, RunRow, StudyDocument, StudyRow};
+use cxr_platform::storage::postgres::studies::{STUDY_COLUMNS, StudyRecord};
+
+use crate::document::{AnnotationRow, ChunkRows, FindingRow, RunRow, StudyDocument};
 
 pub const JOB_NAME: &str = "warehouse";
 
@@ -166,14 +168,9 @@ impl ChunkedJob for Load<'_> {
 /// The chunk's studies and every child row, by parent id (no join that
 /// could drop a study without children).
 async fn read_chunk(tx: &mut sqlx::Transaction<'static, sqlx::Postgres>, ids: &[i64]) -> Result<ChunkRows, sqlx::Error> {
-    let studies: Vec<StudyRow> = sqlx::query_as(
-        "SELECT id, public_id, owner, status::text AS status, s3_bucket, s3_key, media_type, byte_size, sha256,
-                width, height, bit_depth, modality, dicom, failure, created_at, updated_at
-           FROM studies WHERE id = ANY($1) ORDER BY updated_at, id",
-    )
-    .bind(ids)
-    .fetch_all(&mut **tx)
-    .await?;
+    // The repository's columns and row mapping, read in this run's snapshot.
+    let studies: Vec<StudyRecord> =
+        sqlx::query_as(&format!("SELECT {STUDY_COLUMNS} FROM studies WHERE id = ANY($1) ORDER BY updated_at, id")).bind(ids).fetch_all(&mut **tx).await?;
     let runs: Vec<RunRow> = sqlx::query_as(
         "SELECT id, study_id, model_name, model_version, thresholds, timings_ms, heatmap_key, created_at
            FROM inference_runs WHERE study_id = ANY($1) ORDER BY id",

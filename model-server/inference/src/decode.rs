@@ -31,13 +31,8 @@ impl Default for Limits {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    Png,
-    Jpeg,
-    Dicom,
-}
+/// The file formats the decoder reads (the answer's `image.format`).
+pub use cxr_domain::invocation::ImageFormat as Format;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {

@@ -9,16 +9,15 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::body::Bytes;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use base64::Engine;
-use cxr_inference::decode::{Decoded, Format, Limits, decode};
+use cxr_domain::invocation::{CamBox, DECISION_THRESHOLD, Finding, Heatmap, ImageInfo, InvocationResponse, ModelInfo, Preview, encode_png};
+use cxr_inference::decode::{Decoded, Limits, decode};
 use cxr_inference::models::{Classifier, ModelInput};
-use serde::Serialize;
 
 use crate::metrics::{Metrics, StatusLabel};
 use crate::problem::{ApiError, problem};
@@ -60,94 +59,8 @@ async fn metrics(State(state): State<AppState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.encode()).into_response()
 }
 
-/// Where every label's output turns positive (see [`Finding::threshold`]).
-pub const DECISION_THRESHOLD: f32 = 0.5;
-
-/// The answer to one image.
-#[derive(Debug, Serialize)]
-pub struct InvocationResponse {
-    pub model: ModelInfo,
-    pub image: ImageInfo,
-    /// Every label, in the model's output order.
-    pub findings: Vec<Finding>,
-    /// CAM-derived boxes for the explained label (empty unless asked).
-    pub boxes: Vec<Box>,
-    /// Grad-CAM overlay for the explained label (null unless asked).
-    pub heatmap: Option<HeatmapInfo>,
-    /// An 8-bit PNG of the image for display (null unless asked with
-    /// `preview=1`): DICOM rendered with its window, long side <= 1024.
-    pub preview: Option<PreviewInfo>,
-    /// Images in the device batch this one ran in.
-    pub batch_size: usize,
-    pub timings_ms: Timings,
-}
-
-#[derive(Debug, Serialize)]
-pub struct ModelInfo {
-    pub name: String,
-    pub version: String,
-    /// False when the weights are generated, not trained: the
-    /// probabilities then mean nothing clinically.
-    pub trained: bool,
-}
-
-#[derive(Debug, Serialize)]
-pub struct ImageInfo {
-    pub format: Format,
-    pub width: usize,
-    pub height: usize,
-    pub bit_depth: u16,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Finding {
-    pub label: String,
-    pub probability: f32,
-    /// Positive at or above this. Calibrated outputs put every label's
-    /// operating point at 0.5 (TorchXRayVision's `op_threshs`), and plain
-    /// sigmoid outputs are read at 0.5 too.
-    pub threshold: f32,
-}
-
-/// A box in original-image pixels, `[x_min, y_min]` from the top-left.
-#[derive(Debug, Serialize)]
-pub struct Box {
-    pub label: String,
-    pub x_min: f32,
-    pub y_min: f32,
-    pub width: f32,
-    pub height: f32,
-    pub score: f32,
-}
-
-/// An RGBA PNG the size of `width x height`, to be stretched over the
-/// whole original image (one heatmap pixel = `scale` original pixels).
-#[derive(Debug, Serialize)]
-pub struct HeatmapInfo {
-    pub label: String,
-    pub width: usize,
-    pub height: usize,
-    pub scale: f64,
-    pub png_base64: String,
-}
-
-#[derive(Debug, Serialize)]
-pub struct PreviewInfo {
-    pub width: u32,
-    pub height: u32,
-    pub png_base64: String,
-}
-
 /// Long side of previews, in pixels.
 const PREVIEW_MAX_SIDE: u32 = 1024;
-
-#[derive(Debug, Serialize)]
-pub struct Timings {
-    pub decode: f64,
-    pub queue: f64,
-    pub inference: f64,
-    pub total: f64,
-}
 
 /// An option from the query string, or from SageMaker's
 /// `X-Amzn-SageMaker-Custom-Attributes` header (`explain=top;preview=1`),
@@ -210,12 +123,12 @@ async fn invoke(state: &AppState, body: Bytes, explain: Option<ExplainRequest>, 
     let permit = state.queue.admit()?;
     // Decoding and preprocessing are CPU work: off the async threads.
     let (classifier, limits) = (state.classifier.clone(), state.limits);
-    let (decoded, input, preview): (Decoded, ModelInput, Option<PreviewInfo>) = tokio::task::spawn_blocking(move || {
+    let (decoded, input, preview): (Decoded, ModelInput, Option<Preview>) = tokio::task::spawn_blocking(move || {
         let decoded = decode(&body, &limits)?;
         let input = classifier.preprocess(&decoded);
         let preview = if preview {
             let (png, width, height) = cxr_inference::explain::preview_png(&decoded.pixels, PREVIEW_MAX_SIDE).map_err(|e| ApiError::Internal(e.to_string()))?;
-            Some(PreviewInfo { width, height, png_base64: base64::engine::general_purpose::STANDARD.encode(png) })
+            Some(Preview { width, height, png_base64: encode_png(&png) })
         } else {
             None
         };
@@ -237,37 +150,37 @@ async fn invoke(state: &AppState, body: Bytes, explain: Option<ExplainRequest>, 
             let boxes = explanation
                 .boxes
                 .iter()
-                .map(|b| Box { label: label.clone(), x_min: b.x_min, y_min: b.y_min, width: b.width, height: b.height, score: b.score })
+                .map(|b| CamBox { label: label.clone(), x_min: b.x_min, y_min: b.y_min, width: b.width, height: b.height, score: b.score })
                 .collect();
-            let heatmap = HeatmapInfo {
+            let heatmap = Heatmap {
                 label,
                 width: explanation.heatmap.width,
                 height: explanation.heatmap.height,
                 scale: explanation.heatmap.scale,
-                png_base64: base64::engine::general_purpose::STANDARD.encode(png),
+                png_base64: encode_png(&png),
             };
             (boxes, Some(heatmap))
         }
     };
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
     Ok(InvocationResponse {
-        model: ModelInfo { name: manifest.name.clone(), version: manifest.version.clone(), trained: manifest.trained },
+        model: ModelInfo { name: manifest.name.clone(), version: manifest.version.clone(), trained: Some(manifest.trained) },
         image: ImageInfo { format: decoded.format, width: decoded.pixels.width, height: decoded.pixels.height, bit_depth: decoded.bit_depth },
         findings: manifest
             .labels
             .iter()
             .zip(prediction.probabilities)
-            .map(|(label, probability)| Finding { label: label.clone(), probability, threshold: DECISION_THRESHOLD })
+            .map(|(label, probability)| Finding { label: label.clone(), probability, threshold: Some(DECISION_THRESHOLD) })
             .collect(),
         boxes,
         heatmap,
         preview,
         batch_size: prediction.batch_size,
-        timings_ms: Timings {
-            decode: ms(decoded_at - started),
-            queue: ms(prediction.queued),
-            inference: ms(prediction.inference),
-            total: ms(started.elapsed()),
-        },
+        timings_ms: BTreeMap::from([
+            ("decode".to_owned(), ms(decoded_at - started)),
+            ("queue".to_owned(), ms(prediction.queued)),
+            ("inference".to_owned(), ms(prediction.inference)),
+            ("total".to_owned(), ms(started.elapsed())),
+        ]),
     })
 }

@@ -8,16 +8,10 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use cxr_infer::Outcome;
-use cxr_platform::domain::MediaType;
-use cxr_platform::imaging::describe;
-use cxr_platform::storage::postgres::studies::NewStudy;
-use cxr_platform::storage::s3::ObjectKey;
 use utoipa_axum::routes;
 
 use crate::auth::Caller;
 use crate::problem::ApiError;
-use crate::routes::studies::current_snapshot;
 use crate::state::AppState;
 use crate::views::{StudyView, study_path, study_view};
 
@@ -66,35 +60,8 @@ pub async fn predict(
     if image.len() > limit {
         return Err(ApiError::PayloadTooLarge(format!("{} bytes is over the {limit}-byte limit; upload larger images with POST /v1/studies", image.len())));
     }
-    let media_type = MediaType::sniff(&image).ok_or_else(|| ApiError::UnsupportedMediaType("the body is not a PNG, JPEG or DICOM file".into()))?;
-    let facts = describe(&image, media_type).map_err(|e| ApiError::Unprocessable(format!("the image cannot be read: {e}")))?;
-
-    let db = &state.db;
-    let study = db.create_study(&NewStudy { owner: owner.clone(), s3_bucket: state.images.bucket().to_owned(), media_type }).await?;
-    let id = study.id;
-    let study = db.record_upload(study.row_id, &facts).await.map_err(|e| ApiError::from(e).about(id))?;
-    // Claimed before the image lands in S3, so the upload event it fires
-    // finds the study in flight and leaves it to this request.
-    let study = db
-        .claim_for_inference(study.row_id, state.settings.inference.lease)
-        .await
-        .map_err(|e| ApiError::from(e).about(id))?
-        .ok_or_else(|| ApiError::Internal("a new study could not be claimed".into()).about(id))?;
-    let key = ObjectKey::new(study.s3_key.clone()).map_err(|e| ApiError::Internal(e.to_string()).about(id))?;
-    if let Err(err) = state.images.put(&key, image.clone(), media_type.as_str()).await {
-        // Nothing to retry from: the caller still has the image and retries.
-        let _ = db.set_study_status(study.row_id, cxr_platform::domain::StudyStatus::Failed, Some("the image could not be stored")).await;
-        return Err(ApiError::from(err).about(id));
-    }
-    let snapshot = match state.inference.run(&study, &image, &facts, &state.images).await.map_err(|e| ApiError::from(e).about(id))? {
-        // The pipeline read the stored study back for its DynamoDB copy.
-        Outcome::Done { snapshot: Some(snapshot), .. } => *snapshot,
-        Outcome::Done { snapshot: None, .. } => {
-            let finished = db.find_study(&owner, id).await.map_err(|e| ApiError::from(e).about(id))?.ok_or_else(|| ApiError::NotFound.about(id))?;
-            current_snapshot(&state, &finished).await.map_err(|e| e.about(id))?
-        }
-        Outcome::Failed(reason) => return Err(ApiError::Unprocessable(reason).about(id)),
-    };
+    let snapshot = state.inference.predict(&owner, image, &state.images, state.settings.inference.lease).await?;
+    let id = snapshot.id;
     let mut headers = HeaderMap::new();
     if let Ok(location) = HeaderValue::from_str(&study_path(id)) {
         headers.insert(header::LOCATION, location);

@@ -8,7 +8,7 @@ use base64::Engine;
 use cxr_platform::domain::{MediaType, StudyId, StudyStatus};
 use cxr_platform::storage::postgres::studies::{NewStudy, StudyFilter, StudyOrder, StudyPosition, StudyRecord};
 use cxr_platform::storage::results::StudySnapshot;
-use cxr_platform::storage::s3::{ObjectKey, PresignedUrl};
+use cxr_platform::storage::s3::PresignedUrl;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
@@ -101,19 +101,19 @@ pub async fn create(
         return Err(ApiError::PayloadTooLarge(format!("{} bytes is more than the {}-byte image limit", request.content_length, settings.max_image_bytes)));
     }
     let study = state.db.create_study(&NewStudy { owner, s3_bucket: state.images.bucket().to_owned(), media_type }).await?;
-    let key = ObjectKey::new(study.s3_key.clone()).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let key = &study.s3_key;
     let ttl = settings.upload_url_ttl;
     let upload = if request.content_length <= settings.max_upload_bytes {
-        UploadInstructions::Single(state.images.presign_put(&key, media_type.as_str(), request.content_length, ttl).await?)
+        UploadInstructions::Single(state.images.presign_put(key, media_type.as_str(), request.content_length, ttl).await?)
     } else {
-        let upload_id = state.images.create_multipart_upload(&key, media_type.as_str()).await?;
+        let upload_id = state.images.create_multipart_upload(key, media_type.as_str()).await?;
         let part_size = settings.multipart_part_bytes;
         let mut parts = Vec::new();
         let mut offset = 0;
         while offset < request.content_length {
             let size = part_size.min(request.content_length - offset);
             let part_number = i32::try_from(parts.len() + 1).map_err(|_| ApiError::Internal("too many parts".into()))?;
-            let upload = state.images.presign_upload_part(&key, &upload_id, part_number, size, ttl).await?;
+            let upload = state.images.presign_upload_part(key, &upload_id, part_number, size, ttl).await?;
             parts.push(PartUpload { part_number, offset, size, upload });
             offset += size;
         }

@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use cxr_platform::domain::{StudyId, StudyStatus};
-use cxr_platform::storage::s3::{ObjectKey, S3Error};
+use cxr_platform::storage::s3::S3Error;
 use serde::Deserialize;
 use utoipa::ToSchema;
 use utoipa_axum::routes;
@@ -58,9 +58,9 @@ pub async fn complete(
     if request.parts.is_empty() || request.parts.windows(2).any(|w| w[0].part_number >= w[1].part_number) {
         return Err(ApiError::Unprocessable("parts must be listed in ascending part_number order, at least one".into()));
     }
-    let key = ObjectKey::new(study.s3_key.clone()).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let key = &study.s3_key;
     let parts: Vec<(i32, String)> = request.parts.into_iter().map(|p| (p.part_number, p.etag)).collect();
-    match state.images.complete_multipart_upload(&key, &request.upload_id, &parts).await {
+    match state.images.complete_multipart_upload(key, &request.upload_id, &parts).await {
         Ok(()) => {}
         Err(S3Error::Service { status, code, message }) if (400..500).contains(&status) => {
             return Err(ApiError::Unprocessable(format!("S3 refused the parts ({code}): {message}")));

@@ -20,7 +20,7 @@ use time::OffsetDateTime;
 use super::dynamodb::{DynamoError, DynamoTable, PutCondition};
 use super::postgres::studies::{FindingRecord, InferenceRunRecord, StudyRecord};
 use super::postgres::{Database, DbError};
-use crate::domain::{MediaType, Owner, Sha256Digest, StudyId, StudyStatus};
+use crate::domain::{MediaType, ObjectKey, Owner, Sha256Digest, StudyId, StudyStatus};
 
 /// The model that produced a result.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
@@ -49,12 +49,12 @@ pub struct StudySnapshot {
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
     pub image_bucket: String,
-    pub image_key: String,
+    pub image_key: ObjectKey,
     pub model: Option<ModelRef>,
     pub findings: Vec<FindingRecord>,
-    pub heatmap_key: Option<String>,
+    pub heatmap_key: Option<ObjectKey>,
     #[serde(default)]
-    pub preview_key: Option<String>,
+    pub preview_key: Option<ObjectKey>,
     /// The latest run's decision threshold per label (a label it does not
     /// name is positive at 0.5).
     #[serde(default)]
@@ -118,11 +118,11 @@ pub struct CachedResult {
     sk: String,
     pub model: ModelRef,
     pub findings: Vec<FindingRecord>,
-    pub heatmap_key: Option<String>,
+    pub heatmap_key: Option<ObjectKey>,
     /// The image's preview (content-addressed, so any study with this
     /// content can show it).
     #[serde(default)]
-    pub preview_key: Option<String>,
+    pub preview_key: Option<ObjectKey>,
     #[serde(default)]
     pub thresholds: BTreeMap<String, f32>,
     #[serde(default)]
@@ -132,7 +132,7 @@ pub struct CachedResult {
 }
 
 impl CachedResult {
-    pub fn of(sha256: &Sha256Digest, run: &InferenceRunRecord, preview_key: Option<String>) -> Self {
+    pub fn of(sha256: &Sha256Digest, run: &InferenceRunRecord, preview_key: Option<ObjectKey>) -> Self {
         let model = ModelRef { name: run.model_name.clone(), version: run.model_version.clone() };
         let (pk, sk) = cache_key(sha256, &model);
         Self {

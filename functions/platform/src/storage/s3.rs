@@ -1,6 +1,5 @@
 //! Images in S3: put, get, head, list, delete and presigned URLs.
 
-use std::fmt;
 use std::time::{Duration, SystemTime};
 
 use aws_config::SdkConfig;
@@ -12,46 +11,8 @@ use bytes::Bytes;
 use super::SdkFailure;
 use crate::config::S3Settings;
 
-/// An S3 object key that is safe to use: 1 to 1024 bytes, no leading slash,
-/// no empty, `.` or `..` segments, no control characters.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct ObjectKey(String);
-
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("invalid object key {key:?}: {reason}")]
-pub struct InvalidKey {
-    pub key: String,
-    pub reason: &'static str,
-}
-
-impl ObjectKey {
-    pub fn new(key: impl Into<String>) -> Result<Self, InvalidKey> {
-        let key = key.into();
-        let reason = if key.is_empty() || key.len() > 1024 {
-            Some("must be 1 to 1024 bytes")
-        } else if key.chars().any(char::is_control) {
-            Some("must not contain control characters")
-        } else if key.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
-            Some("must not start or end with '/' or contain empty, '.' or '..' segments")
-        } else {
-            None
-        };
-        match reason {
-            Some(reason) => Err(InvalidKey { key, reason }),
-            None => Ok(Self(key)),
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for ObjectKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+/// Keys are domain types (validated on construction, the layout in `cxr-domain`).
+pub use crate::domain::{InvalidKey, ObjectKey};
 
 #[derive(Debug, thiserror::Error)]
 pub enum S3Error {

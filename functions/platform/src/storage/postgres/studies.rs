@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{Database, DbError};
-use crate::domain::{MediaType, Owner, PixelBox, Sha256Digest, StudyId, StudyStatus};
+use crate::domain::{MediaType, ObjectKey, Owner, PixelBox, Sha256Digest, StudyId, StudyStatus};
 
 /// A study as stored.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -21,7 +21,7 @@ pub struct StudyRecord {
     pub owner: Owner,
     pub status: StudyStatus,
     pub s3_bucket: String,
-    pub s3_key: String,
+    pub s3_key: ObjectKey,
     pub media_type: MediaType,
     pub byte_size: Option<u64>,
     pub sha256: Option<Sha256Digest>,
@@ -32,7 +32,7 @@ pub struct StudyRecord {
     pub dicom: Option<serde_json::Value>,
     pub failure: Option<String>,
     /// S3 key of the browser-viewable preview PNG, once inferred.
-    pub preview_key: Option<String>,
+    pub preview_key: Option<ObjectKey>,
     /// Worklist priority: the highest probability among the latest run's
     /// positive findings (0 when none is positive; `None` before inference).
     pub priority: Option<f32>,
@@ -146,10 +146,10 @@ pub struct NewInferenceRun {
     pub thresholds: BTreeMap<String, f32>,
     pub timings_ms: BTreeMap<String, f64>,
     /// S3 key of the run's Grad-CAM heatmap PNG, when one was made.
-    pub heatmap_key: Option<String>,
+    pub heatmap_key: Option<ObjectKey>,
     /// S3 key of the study's preview PNG made alongside the run (stored on
     /// the study; `None` keeps the one it has).
-    pub preview_key: Option<String>,
+    pub preview_key: Option<ObjectKey>,
     /// Whether the model's weights were trained (`None`: not known).
     pub model_trained: Option<bool>,
 }
@@ -161,7 +161,7 @@ pub struct InferenceRunRecord {
     pub model_version: String,
     pub thresholds: BTreeMap<String, f32>,
     pub timings_ms: BTreeMap<String, f64>,
-    pub heatmap_key: Option<String>,
+    pub heatmap_key: Option<ObjectKey>,
     pub model_trained: Option<bool>,
     pub created_at: OffsetDateTime,
     pub findings: Vec<FindingRecord>,
@@ -237,8 +237,21 @@ pub struct AnnotationRevision {
     pub changed_at: OffsetDateTime,
 }
 
-const STUDY_COLUMNS: &str = "id, public_id, owner, status, s3_bucket, s3_key, media_type, byte_size, sha256, \
+/// Every column of `studies`, in the order [`StudyRecord`]'s row mapping
+/// reads them: jobs that read studies in their own snapshot transaction
+/// select these (`SELECT {STUDY_COLUMNS} FROM studies s ...`) and map rows
+/// with `sqlx::query_as::<_, StudyRecord>`, so the table is typed once.
+pub const STUDY_COLUMNS: &str = "id, public_id, owner, status, s3_bucket, s3_key, media_type, byte_size, sha256, \
      width, height, bit_depth, modality, dicom, failure, preview_key, priority, priority_label, created_at, updated_at";
+
+/// The one row mapping of `studies` (a hand-written `FromRow`, since the
+/// derive cannot say that `byte_size`, `width` and `bit_depth` are stored
+/// signed but never negative).
+impl sqlx::FromRow<'_, sqlx::postgres::PgRow> for StudyRecord {
+    fn from_row(row: &sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
+        study_from_row(row).map_err(|e| sqlx::Error::Decode(e.to_string().into()))
+    }
+}
 
 fn study_from_row(row: &sqlx::postgres::PgRow) -> Result<StudyRecord, DbError> {
     // Values were validated on the way in and by CHECK constraints; a value
@@ -526,7 +539,7 @@ impl Database {
         sha256: &Sha256Digest,
         model_name: &str,
         model_version: &str,
-    ) -> Result<Option<(InferenceRunRecord, Option<String>)>, DbError> {
+    ) -> Result<Option<(InferenceRunRecord, Option<ObjectKey>)>, DbError> {
         let run = sqlx::query(
             "SELECT r.id, r.model_name, r.model_version, r.thresholds, r.timings_ms, r.heatmap_key, r.model_trained, r.created_at, s.preview_key
                FROM studies s JOIN inference_runs r ON r.study_id = s.id
@@ -540,7 +553,7 @@ impl Database {
         .await?;
         match run {
             Some(run) => {
-                let preview_key: Option<String> = run.try_get("preview_key")?;
+                let preview_key: Option<ObjectKey> = run.try_get("preview_key")?;
                 Ok(Some((self.run_with_findings(&run).await?, preview_key)))
             }
             None => Ok(None),
