@@ -15,26 +15,14 @@ use cxr_infer::local_relay::LocalRelay;
 use cxr_infer::{InferHandler, InferSettings};
 use cxr_platform::domain::Owner;
 use cxr_platform::storage::results::ResultStore;
-use cxr_platform::testing::LocalStack;
-use serde_json::{Value, json};
+use cxr_platform::testing::{LocalStack, call, serve};
+use serde_json::json;
 
 const ALICE: &str = "e2e-alice-token-0123456789";
 const BOB: &str = "e2e-bob-token-0123456789ab";
 
 fn runtime_client(endpoint: &str) -> aws_sdk_sagemakerruntime::Client {
     aws_sdk_sagemakerruntime::Client::new(&LocalStack::get().sdk_config_at(endpoint))
-}
-
-async fn call(method: reqwest::Method, url: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
-    let mut request = reqwest::Client::new().request(method, url);
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.expect("request");
-    (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -50,9 +38,7 @@ async fn a_study_goes_from_upload_to_findings_and_annotations() {
 
     let tokens = [(ALICE, "alice"), (BOB, "bob")].into_iter().map(|(t, o)| (t.to_owned(), Owner::new(o).expect("owner"))).collect();
     let state = AppState::new(db.clone(), images.clone(), results.clone(), runtime_client(&endpoint), ApiSettings::for_tests(tokens, "cxr-e2e"));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let api = format!("http://{}/v1", listener.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(listener, router(state)).await });
+    let api = format!("{}/v1", serve(router(state)).await);
 
     // The S3-triggered function, fed by the local relay (s3s-fs sends no
     // notifications).

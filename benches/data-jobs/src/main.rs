@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use cxr_platform::deidentify::UidKey;
+use cxr_coco_export::deidentify::UidKey;
 use cxr_platform::storage::postgres::Database;
 use cxr_platform::storage::s3::ObjectKey;
 use cxr_platform::testing::{LocalStack, png_with_text, seed};

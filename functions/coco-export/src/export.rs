@@ -9,7 +9,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use cxr_platform::deidentify::{DeidentifyError, UidKey, deidentify};
 use cxr_platform::domain::MediaType;
 use cxr_platform::jobs::driver::{ChunkedJob, run_chunked};
 use cxr_platform::jobs::{Job, JobError, StudyCursor};
@@ -22,6 +21,7 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use crate::coco::{self, Annotation, CocoFile, Detection, Image, Info, Split};
+use crate::deidentify::{DeidentifyError, UidKey, deidentify};
 use crate::mart::{DataMart, MartError};
 
 pub const JOB_NAME: &str = "coco-export";
@@ -433,7 +433,7 @@ async fn assemble(db: &Database, mart: &DataMart, options: &ExportOptions, repor
         "annotations": report.annotations_in_export,
         "validation_percent": options.validation_percent,
         "model_score_threshold": options.include_model_boxes.then_some(options.model_score_threshold),
-        "deidentification": cxr_platform::deidentify::DEIDENTIFICATION_METHOD,
+        "deidentification": crate::deidentify::DEIDENTIFICATION_METHOD,
         "files": written,
     });
     write_json(mart, "manifest.json", &manifest).await?;

@@ -1,19 +1,21 @@
 //! The `coco-export` scheduled job: annotated studies, de-identified, as a
 //! COCO detection data set in the data mart ([`export`]), written to an S3
 //! prefix or a local directory ([`mart`]) in the format pycocotools reads
-//! ([`coco`]).
+//! ([`coco`]). Images are de-identified on the way out ([`deidentify`]:
+//! this job is its one user, so it lives here).
 
 pub mod coco;
+pub mod deidentify;
 pub mod export;
 pub mod mart;
 
 use cxr_platform::aws::load_sdk_config;
 use cxr_platform::config::{ConfigError, Env, PostgresSettings, S3Settings, Secret};
-use cxr_platform::deidentify::UidKey;
 use cxr_platform::jobs::scheduled::{JobSettings, ScheduledRun};
 use cxr_platform::storage::postgres::Database;
 use cxr_platform::storage::s3::ObjectStore;
 
+use crate::deidentify::UidKey;
 use crate::mart::{DataMart, Destination};
 
 /// The job's own settings.

@@ -6,9 +6,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use cxr_coco_export::coco::CocoFile;
+use cxr_coco_export::deidentify::UidKey;
 use cxr_coco_export::export::{ExportOptions, ExportReport, run_export};
 use cxr_coco_export::mart::DataMart;
-use cxr_platform::deidentify::UidKey;
 use cxr_platform::storage::postgres::Database;
 use cxr_platform::storage::s3::{ObjectKey, ObjectStore};
 use cxr_platform::testing::{LocalStack, identifiable_dicom, kill_at_checkpoint, png_with_text, seed};

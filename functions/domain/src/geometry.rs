@@ -2,7 +2,8 @@ use serde::{Deserialize, Serialize};
 
 /// An axis-aligned box in original-image pixels, COCO's convention:
 /// `[x_min, y_min, width, height]` from the top-left corner.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(try_from = "RawBox")]
 pub struct PixelBox {
     x_min: f32,

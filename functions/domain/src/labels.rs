@@ -4,7 +4,8 @@ use serde::{Deserialize, Serialize};
 
 /// A named, ordered list of labels: the output order of a model or the
 /// class ids of a dataset.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LabelSet {
     pub name: String,
     pub description: String,

@@ -6,6 +6,7 @@
 
 mod digest;
 mod geometry;
+mod image;
 pub mod invocation;
 mod keys;
 mod labels;
@@ -15,6 +16,7 @@ mod study;
 
 pub use digest::Sha256Digest;
 pub use geometry::{BoxError, PixelBox};
+pub use image::ImageFacts;
 pub use keys::{InvalidKey, ObjectKey, heatmap_key, image_key, preview_key};
 pub use labels::{LabelSet, LabelSetError, LabelSets};
 pub use limits::MAX_IMAGE_BYTES;

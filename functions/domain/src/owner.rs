@@ -4,7 +4,8 @@ use serde::{Deserialize, Serialize};
 
 /// The tenant a study belongs to: the authenticated caller's subject (a
 /// Cognito `sub` in AWS, a development token's subject locally).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(try_from = "String", into = "String")]
 pub struct Owner(String);
 

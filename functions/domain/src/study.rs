@@ -6,7 +6,8 @@ use uuid::Uuid;
 
 /// The public identifier of a study (a random UUID). Database row ids never
 /// leave the data lake.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(transparent)]
 pub struct StudyId(Uuid);
 
@@ -36,7 +37,8 @@ impl fmt::Display for StudyId {
 /// Where a study is in its life: created (upload URL issued) -> uploaded
 /// (object read and described) -> processing (sent to the model) -> done,
 /// or failed at any step.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[cfg_attr(feature = "sqlx", derive(sqlx::Type), sqlx(type_name = "study_status", rename_all = "lowercase"))]
 #[serde(rename_all = "lowercase")]
 pub enum StudyStatus {
@@ -67,7 +69,8 @@ impl StudyStatus {
 }
 
 /// The image formats the platform accepts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum MediaType {
     #[serde(rename = "image/png")]
     Png,

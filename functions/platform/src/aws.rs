@@ -20,6 +20,7 @@ pub async fn load_sdk_config() -> Result<SdkConfig, ConfigError> {
 /// when asked (S3-compatible servers such as the local stand-in need it;
 /// see [`crate::config::S3Settings::force_path_style`]) and, for presigning
 /// URLs other clients will use, another endpoint.
+#[cfg(feature = "s3")]
 pub fn s3_client(sdk: &SdkConfig, force_path_style: bool, endpoint: Option<&str>) -> aws_sdk_s3::Client {
     let mut builder = aws_sdk_s3::config::Builder::from(sdk).force_path_style(force_path_style);
     if let Some(endpoint) = endpoint {

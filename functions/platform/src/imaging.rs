@@ -9,8 +9,7 @@ use dicom_dictionary_std::tags;
 use dicom_object::file::{OpenFileOptions, ReadPreamble};
 use img_parts::Bytes;
 
-use crate::domain::{MediaType, Sha256Digest};
-use crate::storage::postgres::studies::ImageFacts;
+use crate::domain::{ImageFacts, MediaType, Sha256Digest};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum DescribeError {

@@ -10,15 +10,18 @@
 //! - [`jobs`]: what scheduled jobs share: locking, runs, watermarks,
 //!   checkpoints and resumption.
 //! - [`imaging`]: what an uploaded image is, from its headers.
-//! - [`deidentify`]: PS3.15 basic-profile DICOM de-identification and
-//!   PNG/JPEG metadata stripping, before images leave the data lake.
+//!
+//! Each adapter, `imaging` and `jobs` sit behind a cargo feature of the same
+//! name (`s3`, `postgres`, `dynamodb`, `documentdb`, `imaging`, `jobs`;
+//! `testing` for tests only), so a function compiles only what it uses.
 
 pub mod aws;
 pub mod config;
-pub mod deidentify;
 /// The domain types (crate `cxr-domain`), re-exported under their old path.
 pub use cxr_domain as domain;
+#[cfg(feature = "imaging")]
 pub mod imaging;
+#[cfg(feature = "jobs")]
 pub mod jobs;
 pub mod storage;
 pub mod telemetry;

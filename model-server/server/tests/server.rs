@@ -40,9 +40,8 @@ fn config(max_batch_size: usize, max_concurrent_requests: usize) -> ServeConfig 
 /// Starts the app on a random port and waits for `/ping` to answer 200.
 async fn start(config: ServeConfig) -> SocketAddr {
     let (app, _thread) = cxr_model_server::build(&config).await.expect("build");
-    let listener = tokio::net::TcpListener::bind(config.addr).await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let base = cxr_platform::testing::serve(app).await;
+    let addr: SocketAddr = base.trim_start_matches("http://").parse().expect("addr");
     let client = reqwest::Client::new();
     let started = Instant::now();
     loop {

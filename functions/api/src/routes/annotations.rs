@@ -7,7 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use cxr_platform::domain::{LabelSet, Owner};
 use cxr_platform::domain::{LabelSets, PixelBox, StudyId};
-use cxr_platform::storage::postgres::studies::{AnnotationChange, AnnotationRecord, AnnotationRevision, NewAnnotation, StudyRecord};
+use cxr_platform::storage::postgres::studies::{AnnotationChange, NewAnnotation, StudyRecord};
 use serde::Deserialize;
 use utoipa_axum::routes;
 
@@ -15,6 +15,7 @@ use crate::auth::Caller;
 use crate::extract::ApiJson;
 use crate::problem::ApiError;
 use crate::state::AppState;
+use crate::views::{Annotation, Revision};
 
 /// `POST /v1/studies/{id}/annotations` body.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -69,7 +70,7 @@ fn annotation_id(raw: &str) -> Result<i64, ApiError> {
            ("Idempotency-Key" = Option<String>, Header, description = "Makes retries of this request safe")),
     request_body = CreateAnnotation,
     responses(
-        (status = 201, description = "Annotation stored", body = AnnotationRecord),
+        (status = 201, description = "Annotation stored", body = Annotation),
         (status = 400, description = "Malformed body", content_type = "application/problem+json"),
         (status = 404, description = "No such study of this caller", content_type = "application/problem+json"),
         (status = 409, description = "A box before the image has been read", content_type = "application/problem+json"),
@@ -80,26 +81,26 @@ pub async fn create(
     Caller(owner): Caller,
     Path(id): Path<String>,
     ApiJson(request): ApiJson<CreateAnnotation>,
-) -> Result<(StatusCode, Json<AnnotationRecord>), ApiError> {
+) -> Result<(StatusCode, Json<Annotation>), ApiError> {
     let study = owned_study(&state, &owner, &id).await?;
     let set = label_set(&request.label_set)?;
     check_label(set, &request.label)?;
     let bbox = request.bbox.map(|raw| checked_box(&study, raw)).transpose()?;
     let annotation = NewAnnotation { label_set: set.name.clone(), label: request.label, bbox, author: owner };
     let record = state.db.add_annotation(study.row_id, &annotation).await?;
-    Ok((StatusCode::CREATED, Json(record)))
+    Ok((StatusCode::CREATED, Json(record.into())))
 }
 
 /// The study's annotations, oldest first.
 #[utoipa::path(get, path = "/v1/studies/{id}/annotations", operation_id = "list_annotations", tag = "annotations",
     params(("id" = String, Path, description = "Study id (UUID)")),
     responses(
-        (status = 200, description = "Annotations", body = Vec<AnnotationRecord>),
+        (status = 200, description = "Annotations", body = Vec<Annotation>),
         (status = 404, description = "No such study of this caller", content_type = "application/problem+json"),
     ))]
-pub async fn list(State(state): State<AppState>, Caller(owner): Caller, Path(id): Path<String>) -> Result<Json<Vec<AnnotationRecord>>, ApiError> {
+pub async fn list(State(state): State<AppState>, Caller(owner): Caller, Path(id): Path<String>) -> Result<Json<Vec<Annotation>>, ApiError> {
     let study = owned_study(&state, &owner, &id).await?;
-    Ok(Json(state.db.annotations(study.row_id).await?))
+    Ok(Json(state.db.annotations(study.row_id).await?.into_iter().map(Annotation::from).collect()))
 }
 
 /// `PATCH /v1/studies/{id}/annotations/{annotation_id}` body: the fields
@@ -127,7 +128,7 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<serde
            ("annotation_id" = i64, Path, description = "Annotation id")),
     request_body = UpdateAnnotation,
     responses(
-        (status = 200, description = "The annotation as changed", body = AnnotationRecord),
+        (status = 200, description = "The annotation as changed", body = Annotation),
         (status = 400, description = "Malformed body", content_type = "application/problem+json"),
         (status = 404, description = "No such study of this caller, or no such annotation on it", content_type = "application/problem+json"),
         (status = 409, description = "A box before the image has been read", content_type = "application/problem+json"),
@@ -138,7 +139,7 @@ pub async fn update(
     Caller(owner): Caller,
     Path((id, annotation)): Path<(String, String)>,
     ApiJson(request): ApiJson<UpdateAnnotation>,
-) -> Result<Json<AnnotationRecord>, ApiError> {
+) -> Result<Json<Annotation>, ApiError> {
     let study = owned_study(&state, &owner, &id).await?;
     let annotation = annotation_id(&annotation)?;
     if request.label.is_none() && request.bbox.is_none() {
@@ -155,7 +156,7 @@ pub async fn update(
     };
     let change = AnnotationChange { label: request.label, bbox };
     let record = state.db.update_annotation(study.row_id, annotation, &change, &owner).await?.ok_or(ApiError::AnnotationNotFound)?;
-    Ok(Json(record))
+    Ok(Json(record.into()))
 }
 
 /// Delete an annotation. It leaves the study (and the next backup,
@@ -179,12 +180,12 @@ pub async fn delete(State(state): State<AppState>, Caller(owner): Caller, Path((
 #[utoipa::path(get, path = "/v1/studies/{id}/annotations/history", operation_id = "annotation_history", tag = "annotations",
     params(("id" = String, Path, description = "Study id (UUID)")),
     responses(
-        (status = 200, description = "The history", body = Vec<AnnotationRevision>),
+        (status = 200, description = "The history", body = Vec<Revision>),
         (status = 404, description = "No such study of this caller", content_type = "application/problem+json"),
     ))]
-pub async fn history(State(state): State<AppState>, Caller(owner): Caller, Path(id): Path<String>) -> Result<Json<Vec<AnnotationRevision>>, ApiError> {
+pub async fn history(State(state): State<AppState>, Caller(owner): Caller, Path(id): Path<String>) -> Result<Json<Vec<Revision>>, ApiError> {
     let study = owned_study(&state, &owner, &id).await?;
-    Ok(Json(state.db.annotation_history(study.row_id).await?))
+    Ok(Json(state.db.annotation_history(study.row_id).await?.into_iter().map(Revision::from).collect()))
 }
 
 /// This module's routes (merged with the others in [`crate::app::routes`]).

@@ -8,7 +8,6 @@ use base64::Engine;
 use cxr_platform::domain::{MediaType, StudyId, StudyStatus};
 use cxr_platform::storage::postgres::studies::{NewStudy, StudyFilter, StudyOrder, StudyPosition, StudyRecord};
 use cxr_platform::storage::results::StudySnapshot;
-use cxr_platform::storage::s3::PresignedUrl;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
@@ -20,7 +19,7 @@ use crate::auth::Caller;
 use crate::extract::{ApiJson, ApiQuery};
 use crate::problem::ApiError;
 use crate::state::AppState;
-use crate::views::{StudyView, study_path, study_view};
+use crate::views::{StudyView, UploadUrl, study_path, study_view};
 
 /// `POST /v1/studies` body: what the client is about to upload.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -46,7 +45,7 @@ pub struct CreatedStudy {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum UploadInstructions {
     /// PUT the whole file to `url` with exactly `headers`, before `expires_at`.
-    Single(PresignedUrl),
+    Single(UploadUrl),
     /// PUT each part to its URL, then POST the parts' ETags to `complete_url`.
     Multipart(MultipartInstructions),
 }
@@ -66,7 +65,7 @@ pub struct PartUpload {
     /// Bytes `[offset, offset + size)` of the file.
     pub offset: u64,
     pub size: u64,
-    pub upload: PresignedUrl,
+    pub upload: UploadUrl,
 }
 
 /// Create a study and get where to upload its image.
@@ -104,7 +103,7 @@ pub async fn create(
     let key = &study.s3_key;
     let ttl = settings.upload_url_ttl;
     let upload = if request.content_length <= settings.max_upload_bytes {
-        UploadInstructions::Single(state.images.presign_put(key, media_type.as_str(), request.content_length, ttl).await?)
+        UploadInstructions::Single(state.images.presign_put(key, media_type.as_str(), request.content_length, ttl).await?.into())
     } else {
         let upload_id = state.images.create_multipart_upload(key, media_type.as_str()).await?;
         let part_size = settings.multipart_part_bytes;
@@ -114,7 +113,7 @@ pub async fn create(
             let size = part_size.min(request.content_length - offset);
             let part_number = i32::try_from(parts.len() + 1).map_err(|_| ApiError::Internal("too many parts".into()))?;
             let upload = state.images.presign_upload_part(key, &upload_id, part_number, size, ttl).await?;
-            parts.push(PartUpload { part_number, offset, size, upload });
+            parts.push(PartUpload { part_number, offset, size, upload: upload.into() });
             offset += size;
         }
         UploadInstructions::Multipart(MultipartInstructions { upload_id, part_size, parts, complete_url: format!("{}/upload/complete", study_path(study.id)) })

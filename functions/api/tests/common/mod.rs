@@ -6,8 +6,9 @@ use cxr_api::app::{AppState, router};
 use cxr_api::config::ApiSettings;
 use cxr_platform::domain::Owner;
 use cxr_platform::storage::results::ResultStore;
-use cxr_platform::testing::{LocalStack, closed_port};
-use serde_json::Value;
+/// The one HTTP helper, shared with the end-to-end test.
+pub use cxr_platform::testing::call;
+use cxr_platform::testing::{LocalStack, closed_port, serve};
 
 pub const ALICE: &str = "alice-token-0123456789";
 pub const BOB: &str = "bob-token-0123456789ab";
@@ -46,28 +47,11 @@ pub async fn start_with(endpoint: Option<&str>, tweak: impl FnOnce(&mut ApiSetti
         runtime_client(&endpoint),
         settings,
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let app = router(state.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (base, state)
+    (serve(router(state.clone())).await, state)
 }
 
 pub async fn start() -> (String, AppState) {
     start_with(None, |_| {}).await
-}
-
-pub async fn call(method: reqwest::Method, url: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
-    let mut request = reqwest::Client::new().request(method, url);
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.expect("request");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
 }
 
 /// A grey PNG with a pattern (`seed` makes different images).

@@ -3,16 +3,28 @@
 //! its own error type so callers can tell "not found" and "conflict" from
 //! "the service is down".
 
+#[cfg(feature = "documentdb")]
 pub mod documentdb;
+#[cfg(feature = "dynamodb")]
 pub mod dynamodb;
+#[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(all(feature = "dynamodb", feature = "postgres"))]
 pub mod results;
+#[cfg(feature = "s3")]
 pub mod s3;
 
-use aws_sdk_s3::config::http::HttpResponse;
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+#[cfg(any(feature = "s3", feature = "dynamodb"))]
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+#[cfg(any(feature = "s3", feature = "dynamodb"))]
+use aws_smithy_runtime_api::client::result::SdkError;
+#[cfg(any(feature = "s3", feature = "dynamodb"))]
+use aws_smithy_types::error::display::DisplayErrorContext;
+#[cfg(any(feature = "s3", feature = "dynamodb"))]
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 /// What went wrong in an AWS SDK call, reduced to what callers act on.
+#[cfg(any(feature = "s3", feature = "dynamodb"))]
 #[derive(Debug)]
 pub(crate) enum SdkFailure {
     /// The request never got an answer: connection refused, DNS, timeout.
@@ -23,6 +35,7 @@ pub(crate) enum SdkFailure {
     Other(String),
 }
 
+#[cfg(any(feature = "s3", feature = "dynamodb"))]
 impl SdkFailure {
     // S3 and DynamoDB share the smithy runtime, so one classifier serves both.
     pub(crate) fn from_sdk<E>(err: SdkError<E, HttpResponse>) -> Self

@@ -23,7 +23,7 @@ use super::postgres::{Database, DbError};
 use crate::domain::{MediaType, ObjectKey, Owner, Sha256Digest, StudyId, StudyStatus};
 
 /// The model that produced a result.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ModelRef {
     pub name: String,
     pub version: String,

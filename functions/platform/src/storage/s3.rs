@@ -67,12 +67,11 @@ pub struct StoredObject {
 
 /// A URL a client can use without credentials, for one method on one key.
 /// Every header listed must be sent exactly as given: they are signed.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct PresignedUrl {
     pub method: String,
     pub url: String,
     /// `[name, value]` pairs to send exactly as given.
-    #[schema(value_type = Vec<Vec<String>>)]
     pub headers: Vec<(String, String)>,
     #[serde(with = "time::serde::rfc3339")]
     pub expires_at: time::OffsetDateTime,

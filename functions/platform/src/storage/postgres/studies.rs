@@ -83,20 +83,11 @@ pub struct NewStudy {
     pub media_type: MediaType,
 }
 
-/// What reading the uploaded object told us.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ImageFacts {
-    pub byte_size: u64,
-    pub sha256: Sha256Digest,
-    pub width: u32,
-    pub height: u32,
-    pub bit_depth: u8,
-    pub modality: Option<String>,
-    /// De-identified DICOM attributes (a JSON object), for DICOM uploads.
-    pub dicom: Option<serde_json::Value>,
-}
+/// What reading the uploaded object told us (a domain type: `imaging`
+/// produces it without knowing about storage).
+pub use crate::domain::ImageFacts;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FindingSource {
     /// Output of the model's head (probability; a box if the model has one).
@@ -168,7 +159,7 @@ pub struct InferenceRunRecord {
 }
 
 /// One finding: a label's probability, or a box with its score.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FindingRecord {
     pub label: String,
     /// The label's probability, or the score of the box.
@@ -188,7 +179,7 @@ pub struct NewAnnotation {
 }
 
 /// A radiologist's label (and box) on a study.
-#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct AnnotationRecord {
     pub id: i64,
     pub label_set: String,
@@ -213,7 +204,7 @@ pub struct AnnotationChange {
     pub bbox: Option<Option<PixelBox>>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, sqlx::Type, utoipa::ToSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, sqlx::Type)]
 #[sqlx(type_name = "annotation_change", rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]
 pub enum AnnotationChangeKind {
@@ -224,7 +215,7 @@ pub enum AnnotationChangeKind {
 
 /// One state of an annotation's history: what it was after `change`, who
 /// made the change and when.
-#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct AnnotationRevision {
     pub annotation_id: i64,
     pub change: AnnotationChangeKind,

@@ -29,7 +29,7 @@ use dicom_object::{DefaultDicomObject, InMemDicomObject};
 use img_parts::Bytes;
 use sha2::{Digest, Sha256};
 
-use crate::domain::MediaType;
+use cxr_platform::domain::MediaType;
 
 /// What [`DEIDENTIFICATION_METHOD`] records in each DICOM file.
 pub const DEIDENTIFICATION_METHOD: &str = "DICOM PS3.15 E.1 Basic Profile (cxr-platform): dates and times removed";
@@ -301,7 +301,7 @@ fn strip_jpeg(bytes: &[u8]) -> Result<Vec<u8>, DeidentifyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{TINY_PNG, identifiable_dicom, png_with_text};
+    use cxr_platform::testing::{TINY_PNG, identifiable_dicom, png_with_text};
 
     fn read(bytes: &[u8]) -> DefaultDicomObject {
         OpenFileOptions::new().read_preamble(ReadPreamble::Auto).from_reader(Cursor::new(bytes)).expect("readable")
