@@ -199,10 +199,8 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
-        /** @enum {string} */
-        AnnotationChangeKind: "created" | "updated" | "deleted";
         /** @description A radiologist's label (and box) on a study. */
-        AnnotationRecord: {
+        Annotation: {
             author: components["schemas"]["Owner"];
             box?: null | components["schemas"]["PixelBox"];
             /** Format: date-time */
@@ -220,20 +218,10 @@ export interface components {
             updated_by: components["schemas"]["Owner"];
         };
         /**
-         * @description One state of an annotation's history: what it was after `change`, who
-         *     made the change and when.
+         * @description What a change did to an annotation.
+         * @enum {string}
          */
-        AnnotationRevision: {
-            /** Format: int64 */
-            annotation_id: number;
-            box?: null | components["schemas"]["PixelBox"];
-            change: components["schemas"]["AnnotationChangeKind"];
-            /** Format: date-time */
-            changed_at: string;
-            changed_by: components["schemas"]["Owner"];
-            label: string;
-            label_set: string;
-        };
+        Change: "created" | "updated" | "deleted";
         CompleteUpload: {
             /** @description Every part, as uploaded: its number and the ETag its PUT answered. */
             parts: components["schemas"]["CompletedPart"][];
@@ -274,7 +262,7 @@ export interface components {
             upload: components["schemas"]["UploadInstructions"];
         };
         /** @description One finding: a label's probability, or a box with its score. */
-        FindingRecord: {
+        Finding: {
             box?: null | components["schemas"]["PixelBox"];
             label: string;
             /**
@@ -282,10 +270,8 @@ export interface components {
              * @description The label's probability, or the score of the box.
              */
             probability: number;
-            source: components["schemas"]["FindingSource"];
+            source: components["schemas"]["Source"];
         };
-        /** @enum {string} */
-        FindingSource: "model" | "cam";
         /**
          * Format: binary
          * @description The request body of `POST /v1/predict`, for the OpenAPI document: the
@@ -307,7 +293,7 @@ export interface components {
          */
         MediaType: "image/png" | "image/jpeg" | "application/dicom";
         /** @description The model that produced a result. */
-        ModelRef: {
+        Model: {
             name: string;
             version: string;
         };
@@ -334,7 +320,7 @@ export interface components {
             part_number: number;
             /** Format: int64 */
             size: number;
-            upload: components["schemas"]["PresignedUrl"];
+            upload: components["schemas"]["UploadUrl"];
         };
         /**
          * @description An axis-aligned box in original-image pixels, COCO's convention:
@@ -351,17 +337,25 @@ export interface components {
             y_min: number;
         };
         /**
-         * @description A URL a client can use without credentials, for one method on one key.
-         *     Every header listed must be sent exactly as given: they are signed.
+         * @description One state of an annotation's history: what it was after `change`, who
+         *     made the change and when.
          */
-        PresignedUrl: {
+        Revision: {
+            /** Format: int64 */
+            annotation_id: number;
+            box?: null | components["schemas"]["PixelBox"];
+            change: components["schemas"]["Change"];
             /** Format: date-time */
-            expires_at: string;
-            /** @description `[name, value]` pairs to send exactly as given. */
-            headers: string[][];
-            method: string;
-            url: string;
+            changed_at: string;
+            changed_by: components["schemas"]["Owner"];
+            label: string;
+            label_set: string;
         };
+        /**
+         * @description Where a finding came from.
+         * @enum {string}
+         */
+        Source: "model" | "cam";
         /**
          * Format: uuid
          * @description The public identifier of a study (a random UUID). Database row ids never
@@ -410,7 +404,7 @@ export interface components {
              * @description The latest run's findings: one per label (`source` `model`), and
              *     boxes derived from the Grad-CAM of the top label (`source` `cam`).
              */
-            findings: components["schemas"]["FindingRecord"][];
+            findings: components["schemas"]["Finding"][];
             /**
              * @description A short-lived GET URL for the Grad-CAM heatmap of the top label: an
              *     RGBA PNG to stretch over the whole image.
@@ -425,7 +419,7 @@ export interface components {
              */
             image_url?: string | null;
             media_type: components["schemas"]["MediaType"];
-            model?: null | components["schemas"]["ModelRef"];
+            model?: null | components["schemas"]["Model"];
             /**
              * @description Whether that model's weights were trained; `false` for generated
              *     weights, whose numbers mean nothing clinically (absent: not known).
@@ -462,13 +456,25 @@ export interface components {
             /** @description A label of the annotation's label set. */
             label?: string | null;
         };
-        UploadInstructions: (components["schemas"]["PresignedUrl"] & {
+        UploadInstructions: (components["schemas"]["UploadUrl"] & {
             /** @enum {string} */
             kind: "single";
         }) | (components["schemas"]["MultipartInstructions"] & {
             /** @enum {string} */
             kind: "multipart";
         });
+        /**
+         * @description A URL a client can use without credentials, for one method on one key.
+         *     Every header listed must be sent exactly as given: they are signed.
+         */
+        UploadUrl: {
+            /** Format: date-time */
+            expires_at: string;
+            /** @description `[name, value]` pairs to send exactly as given. */
+            headers: string[][];
+            method: string;
+            url: string;
+        };
     };
     responses: never;
     parameters: never;
@@ -812,7 +818,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["AnnotationRecord"][];
+                    "application/json": components["schemas"]["Annotation"][];
                 };
             };
             /** @description No such study of this caller */
@@ -851,7 +857,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["AnnotationRecord"];
+                    "application/json": components["schemas"]["Annotation"];
                 };
             };
             /** @description Malformed body */
@@ -910,7 +916,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["AnnotationRevision"][];
+                    "application/json": components["schemas"]["Revision"][];
                 };
             };
             /** @description No such study of this caller */
@@ -980,7 +986,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["AnnotationRecord"];
+                    "application/json": components["schemas"]["Annotation"];
                 };
             };
             /** @description Malformed body */
