@@ -179,20 +179,17 @@ pub struct NewAnnotation {
 }
 
 /// A radiologist's label (and box) on a study.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct AnnotationRecord {
     pub id: i64,
     pub label_set: String,
     pub label: String,
-    #[serde(rename = "box")]
     pub bbox: Option<PixelBox>,
     pub author: Owner,
-    #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     /// Who changed it last and when (the author and `created_at` until it
     /// is edited).
     pub updated_by: Owner,
-    #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
 }
 
@@ -204,9 +201,8 @@ pub struct AnnotationChange {
     pub bbox: Option<Option<PixelBox>>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, sqlx::Type)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, sqlx::Type)]
 #[sqlx(type_name = "annotation_change", rename_all = "lowercase")]
-#[serde(rename_all = "lowercase")]
 pub enum AnnotationChangeKind {
     Created,
     Updated,
@@ -215,16 +211,14 @@ pub enum AnnotationChangeKind {
 
 /// One state of an annotation's history: what it was after `change`, who
 /// made the change and when.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct AnnotationRevision {
     pub annotation_id: i64,
     pub change: AnnotationChangeKind,
     pub label_set: String,
     pub label: String,
-    #[serde(rename = "box")]
     pub bbox: Option<PixelBox>,
     pub changed_by: Owner,
-    #[serde(with = "time::serde::rfc3339")]
     pub changed_at: OffsetDateTime,
 }
 
