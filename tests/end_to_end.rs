@@ -11,9 +11,12 @@ use std::time::{Duration, Instant};
 
 use cxr_api::app::{AppState, router};
 use cxr_api::config::ApiSettings;
+use cxr_coco_export::deidentify::{UidKey, deidentify};
+use cxr_coco_export::export::{ExportOptions, image_path, run_export};
+use cxr_coco_export::mart::DataMart;
 use cxr_infer::local_relay::LocalRelay;
 use cxr_infer::{InferHandler, InferSettings};
-use cxr_platform::domain::Owner;
+use cxr_platform::domain::{MediaType, Owner};
 use cxr_platform::storage::results::ResultStore;
 use cxr_platform::testing::{LocalStack, call, serve};
 use serde_json::json;
@@ -25,64 +28,99 @@ fn runtime_client(endpoint: &str) -> aws_sdk_sagemakerruntime::Client {
     aws_sdk_sagemakerruntime::Client::new(&LocalStack::get().sdk_config_at(endpoint))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_study_goes_from_upload_to_findings_and_annotations() {
-    let stack = LocalStack::get();
-    let model_dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("generated-densenet121-xrv");
-    let endpoint = cxr_model_server::in_process::serve_generated("densenet121-xrv", &model_dir).await.expect("model server");
+/// The API and the S3-triggered `infer` function on shared storage, as in
+/// AWS, the relay standing in for S3's notifications (s3s-fs sends none).
+struct Platform {
+    api: String,
+    db: cxr_platform::storage::postgres::Database,
+    stop: tokio::sync::oneshot::Sender<()>,
+    relay: tokio::task::JoinHandle<()>,
+}
 
-    // Storage shared by the API and the inference handler, as in AWS.
-    let db = stack.fresh_database().await;
-    let images = stack.fresh_bucket().await;
-    let results = ResultStore::new(stack.fresh_table().await);
+impl Platform {
+    async fn start() -> Self {
+        let stack = LocalStack::get();
+        let model_dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("generated-densenet121-xrv");
+        let endpoint = cxr_model_server::in_process::serve_generated("densenet121-xrv", &model_dir).await.expect("model server");
+        let db = stack.fresh_database().await;
+        let images = stack.fresh_bucket().await;
+        let results = ResultStore::new(stack.fresh_table().await);
+        let tokens = [(ALICE, "alice"), (BOB, "bob")].into_iter().map(|(t, o)| (t.to_owned(), Owner::new(o).expect("owner"))).collect();
+        let state = AppState::new(db.clone(), images.clone(), results.clone(), runtime_client(&endpoint), ApiSettings::for_tests(tokens, "cxr-e2e"));
+        let api = format!("{}/v1", serve(router(state)).await);
+        let handler = InferHandler::new(db.clone(), results, stack.s3_client(), runtime_client(&endpoint), InferSettings::for_endpoint("cxr-e2e"));
+        let relay_images = images.clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let relay = tokio::spawn(async move {
+            LocalRelay::new(&handler, relay_images)
+                .run(Duration::from_millis(200), async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        Self { api, db, stop, relay }
+    }
 
-    let tokens = [(ALICE, "alice"), (BOB, "bob")].into_iter().map(|(t, o)| (t.to_owned(), Owner::new(o).expect("owner"))).collect();
-    let state = AppState::new(db.clone(), images.clone(), results.clone(), runtime_client(&endpoint), ApiSettings::for_tests(tokens, "cxr-e2e"));
-    let api = format!("{}/v1", serve(router(state)).await);
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.relay.await.expect("relay stopped");
+    }
 
-    // The S3-triggered function, fed by the local relay (s3s-fs sends no
-    // notifications).
-    let handler = InferHandler::new(db.clone(), results.clone(), stack.s3_client(), runtime_client(&endpoint), InferSettings::for_endpoint("cxr-e2e"));
-    let relay_images = images.clone();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let relay = tokio::spawn(async move {
-        LocalRelay::new(&handler, relay_images)
-            .run(Duration::from_millis(200), async {
-                let _ = stopped.await;
-            })
-            .await;
-    });
+    /// `POST /v1/studies` for this PNG: the study's id and the answer.
+    async fn create_png_study(&self, image: &[u8]) -> (String, serde_json::Value) {
+        let body = json!({"content_type": "image/png", "content_length": image.len()});
+        let (status, created) = call(reqwest::Method::POST, &format!("{}/studies", self.api), Some(ALICE), Some(body)).await;
+        assert_eq!(status, 201, "{created}");
+        (created["id"].as_str().expect("id").to_owned(), created)
+    }
 
-    // 1. Create a study for the sample image.
-    let image = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../events/images/synthetic-chest.png")).expect("sample image");
-    let (status, created) =
-        call(reqwest::Method::POST, &format!("{api}/studies"), Some(ALICE), Some(json!({"content_type": "image/png", "content_length": image.len()}))).await;
-    assert_eq!(status, 201, "{created}");
-    let id = created["id"].as_str().expect("id").to_owned();
+    /// Polls until the study is `done` (panics if it fails or takes 2 minutes).
+    async fn wait_done(&self, id: &str) -> serde_json::Value {
+        let started = Instant::now();
+        loop {
+            let (status, study) = call(reqwest::Method::GET, &format!("{}/studies/{id}", self.api), Some(ALICE), None).await;
+            assert_eq!(status, 200, "{study}");
+            match study["status"].as_str() {
+                Some("done") => return study,
+                Some("failed") => panic!("the study failed: {study}"),
+                _ => {}
+            }
+            assert!(started.elapsed() < Duration::from_secs(120), "no result after 2 minutes: {study}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
 
-    // 2. Upload through the presigned URL, with exactly the signed headers.
-    let upload = &created["upload"];
-    assert_eq!(upload["kind"], "single");
+/// PUT to a presigned URL with exactly the signed headers.
+async fn put(upload: &serde_json::Value, body: Vec<u8>) -> reqwest::Response {
     let mut put = reqwest::Client::new().put(upload["url"].as_str().expect("url"));
     for header in upload["headers"].as_array().expect("headers") {
         put = put.header(header[0].as_str().expect("name"), header[1].as_str().expect("value"));
     }
-    let put = put.body(image.clone()).send().await.expect("PUT");
+    put.body(body).send().await.expect("PUT")
+}
+
+fn sample_image() -> Vec<u8> {
+    std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../events/images/synthetic-chest.png")).expect("sample image")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_study_goes_from_upload_to_findings_and_annotations() {
+    let platform = Platform::start().await;
+    let api = platform.api.clone();
+
+    // 1. Create a study for the sample image.
+    let image = sample_image();
+    let (id, created) = platform.create_png_study(&image).await;
+
+    // 2. Upload through the presigned URL, with exactly the signed headers.
+    let upload = &created["upload"];
+    assert_eq!(upload["kind"], "single");
+    let put = put(upload, image.clone()).await;
     assert!(put.status().is_success(), "{}", put.text().await.unwrap_or_default());
 
     // 3. Poll until the S3 event has been delivered and the model answered.
-    let started = Instant::now();
-    let study = loop {
-        let (status, study) = call(reqwest::Method::GET, &format!("{api}/studies/{id}"), Some(ALICE), None).await;
-        assert_eq!(status, 200, "{study}");
-        match study["status"].as_str() {
-            Some("done") => break study,
-            Some("failed") => panic!("the study failed: {study}"),
-            _ => {}
-        }
-        assert!(started.elapsed() < Duration::from_secs(120), "no result after 2 minutes: {study}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let study = platform.wait_done(&id).await;
     assert_eq!((study["width"].as_u64(), study["height"].as_u64()), (Some(512), Some(512)));
     assert_eq!(study["model"]["name"], "densenet121-xrv-generated");
     let findings = study["findings"].as_array().expect("findings");
@@ -138,6 +176,54 @@ async fn a_study_goes_from_upload_to_findings_and_annotations() {
     let (_, page) = call(reqwest::Method::GET, &format!("{api}/studies"), Some(BOB), None).await;
     assert_eq!(page["studies"].as_array().map(Vec::len), Some(0));
 
-    let _ = stop.send(());
-    relay.await.expect("relay stopped");
+    platform.stop().await;
+}
+
+/// A second PUT to a study's upload URL after inference (the URL still
+/// valid) is refused, and neither the image the API hands out nor the one
+/// the COCO export writes changes: they stay the image that was analysed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_analysed_original_cannot_be_replaced_through_its_upload_url() {
+    let platform = Platform::start().await;
+    let api = platform.api.clone();
+    let image = sample_image();
+    let (id, created) = platform.create_png_study(&image).await;
+    let first = put(&created["upload"], image.clone()).await;
+    assert!(first.status().is_success(), "{}", first.text().await.unwrap_or_default());
+    let analysed = platform.wait_done(&id).await;
+
+    // Another image of the same length (the length is signed), same URL.
+    let mut other = image.clone();
+    other[image.len() / 2..].reverse();
+    let second = put(&created["upload"], other).await;
+    assert_eq!(second.status(), 412, "S3 refuses to replace the original");
+    assert!(second.text().await.unwrap_or_default().contains("PreconditionFailed"), "a clear answer for the client");
+
+    tokio::time::sleep(Duration::from_millis(600)).await; // past a relay pass
+    let (status, study) = call(reqwest::Method::GET, &format!("{api}/studies/{id}"), Some(ALICE), None).await;
+    assert_eq!(status, 200);
+    assert_eq!((&study["status"], &study["findings"]), (&analysed["status"], &analysed["findings"]));
+    let served = reqwest::get(study["image_url"].as_str().expect("image url")).await.expect("image").bytes().await.expect("bytes");
+    assert_eq!(served.as_ref(), image.as_slice(), "image_url still returns the analysed image");
+
+    // The COCO export (of annotated studies) writes the analysed image.
+    let (status, _) = call(reqwest::Method::POST, &format!("{api}/studies/{id}/annotations"), Some(ALICE), Some(json!({"label": "Cardiomegaly"}))).await;
+    assert_eq!(status, 201);
+    let mart_dir = tempfile::tempdir().expect("temp dir");
+    let mart = DataMart::Local { root: mart_dir.path().to_owned() };
+    let key = UidKey::new("e2e-deidentify-secret");
+    let report = run_export(
+        &platform.db,
+        &LocalStack::get().s3_client(),
+        &mart,
+        &key,
+        &ExportOptions { chunk_studies: 10, validation_percent: 0, include_model_boxes: false, model_score_threshold: 0.5, dry_run: false, time_budget: None },
+    )
+    .await
+    .expect("export");
+    assert_eq!(report.exported, 1, "{report:?}");
+    let row_id: i64 = sqlx::query_scalar("SELECT id FROM studies").fetch_one(platform.db.pool()).await.expect("study row");
+    let exported = std::fs::read(mart_dir.path().join(image_path(row_id, MediaType::Png))).expect("exported image");
+    assert_eq!(exported, deidentify(MediaType::Png, &image, &key).expect("de-identified"), "the export holds the analysed image");
+    platform.stop().await;
 }

@@ -49,6 +49,7 @@ OIDC_CLIENT_ID=cxr-web-local
 S3S_FS_VERSION=0.14.1
 DYNALITE_VERSION=4.0.0
 SECANTUSDB_VERSION=0.7.0b3
+SCHEMATHESIS_VERSION=4.32.5
 
 # Credentials of the local stand-ins only; they guard nothing outside this machine.
 ACCESS_KEY=cxr-local-access-key

@@ -16,6 +16,9 @@ export type Finding = Schemas["Finding"];
 export type Annotation = Schemas["Annotation"];
 export type LabelSet = Schemas["LabelSet"];
 export type CreatedStudy = Schemas["CreatedStudy"];
+export type StudyStatus = Schemas["StudyStatus"];
+/** A label of any label set (the document lists them all; which set a label belongs to is in `GET /v1/label-sets`). */
+export type AnnotationLabel = Schemas["CreateAnnotation"]["label"];
 export type ApiClient = ReturnType<typeof createApi>;
 
 export interface ApiOptions {

@@ -223,34 +223,43 @@ export interface components {
          */
         Change: "created" | "updated" | "deleted";
         CompleteUpload: {
-            /** @description Every part, as uploaded: its number and the ETag its PUT answered. */
+            /**
+             * @description Every part, as uploaded, in ascending `part_number` order: its
+             *     number and the ETag its PUT answered.
+             */
             parts: components["schemas"]["CompletedPart"][];
             upload_id: string;
         };
         CompletedPart: {
             etag: string;
-            /** Format: int32 */
+            /**
+             * Format: int32
+             * @description S3 numbers parts 1 to 10,000.
+             */
             part_number: number;
         };
         /** @description `POST /v1/studies/{id}/annotations` body. */
         CreateAnnotation: {
             box?: null | components["schemas"]["PixelBox"];
-            label: string;
-            /** @description Defaults to `vinbigdata`, the data mart's categories. */
-            label_set?: string;
+            /** @enum {string} */
+            label: "Aortic enlargement" | "Atelectasis" | "Calcification" | "Cardiomegaly" | "Consolidation" | "Edema" | "Effusion" | "Emphysema" | "Enlarged Cardiomediastinum" | "Fibrosis" | "Fracture" | "Hernia" | "ILD" | "Infiltration" | "Lung Lesion" | "Lung Opacity" | "Mass" | "Nodule" | "Nodule/Mass" | "Other lesion" | "Pleural effusion" | "Pleural thickening" | "Pleural_Thickening" | "Pneumonia" | "Pneumothorax" | "Pulmonary fibrosis";
+            /**
+             * @description Defaults to `vinbigdata`, the data mart's categories; the sets and
+             *     their labels are at `GET /v1/label-sets`.
+             * @enum {string}
+             */
+            label_set?: "vinbigdata" | "torchxrayvision-all";
         };
         /** @description `POST /v1/studies` body: what the client is about to upload. */
         CreateStudy: {
             /**
              * Format: int64
-             * @description Exact size in bytes of the file to upload.
+             * @description Exact size in bytes of the file to upload (the maximum is the
+             *     server's image limit).
              */
             content_length: number;
-            /**
-             * @description `image/png`, `image/jpeg` or `application/dicom`.
-             * @example image/png
-             */
-            content_type: string;
+            /** @description `image/png`, `image/jpeg` or `application/dicom` (anything else: 415). */
+            content_type: components["schemas"]["MediaType"];
         };
         CreatedStudy: {
             id: components["schemas"]["StudyId"];
@@ -335,6 +344,21 @@ export interface components {
             x_min: number;
             /** Format: float */
             y_min: number;
+        };
+        /** @description The body of every error answer (RFC 9457). */
+        Problem: {
+            /** @description What went wrong, in words for the user. */
+            detail: string;
+            /** Format: int32 */
+            status: number;
+            study_id?: null | components["schemas"]["StudyId"];
+            /** @description The status's reason phrase. */
+            title: string;
+            /**
+             * @description Always `about:blank`: the status says what kind of problem it is.
+             * @example about:blank
+             */
+            type: string;
         };
         /**
          * @description One state of an annotation's history: what it was after `change`, who
@@ -453,8 +477,11 @@ export interface components {
          */
         UpdateAnnotation: {
             box?: null | components["schemas"]["PixelBox"];
-            /** @description A label of the annotation's label set. */
-            label?: string | null;
+            /**
+             * @description A label of the annotation's label set.
+             * @enum {string|null}
+             */
+            label?: "Aortic enlargement" | "Atelectasis" | "Calcification" | "Cardiomegaly" | "Consolidation" | "Edema" | "Effusion" | "Emphysema" | "Enlarged Cardiomediastinum" | "Fibrosis" | "Fracture" | "Hernia" | "ILD" | "Infiltration" | "Lung Lesion" | "Lung Opacity" | "Mass" | "Nodule" | "Nodule/Mass" | "Other lesion" | "Pleural effusion" | "Pleural thickening" | "Pleural_Thickening" | "Pneumonia" | "Pneumothorax" | "Pulmonary fibrosis" | null;
         };
         UploadInstructions: (components["schemas"]["UploadUrl"] & {
             /** @enum {string} */
@@ -531,13 +558,26 @@ export interface operations {
                     "application/json": components["schemas"]["LabelSet"][];
                 };
             };
-            /** @description No or unknown credentials */
+            /** @description No or unknown credentials (checked before anything else) */
             401: {
                 headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate": string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A backing service is unavailable; retry after Retry-After */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
         };
@@ -546,8 +586,8 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description Makes retries of this request safe */
-                "Idempotency-Key"?: string | null;
+                /** @description Makes retries of this request safe: a retry with the same key and body gets the first answer again (Idempotent-Replayed: true) and creates nothing twice */
+                "Idempotency-Key"?: string;
             };
             path?: never;
             cookie?: never;
@@ -574,7 +614,27 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No or unknown credentials (checked before anything else) */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A request with this Idempotency-Key is still being handled */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
             /** @description Body over the synchronous limit */
@@ -583,7 +643,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
             /** @description Not PNG, JPEG or DICOM */
@@ -592,7 +652,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
             /** @description Unreadable image, or refused by the model */
@@ -601,25 +661,29 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
             /** @description Too many predictions at once; retry after Retry-After */
             429: {
                 headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After": string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
             /** @description Model endpoint unavailable; the study finishes later */
             503: {
                 headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After": string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
         };
@@ -628,7 +692,7 @@ export interface operations {
         parameters: {
             query?: {
                 /** @description Only studies in this status. */
-                status?: string;
+                status?: "created" | "uploaded" | "processing" | "done" | "failed";
                 /**
                  * @description Only studies annotated with this label, or whose latest run gives it
                  *     at least `min_probability`.
@@ -640,16 +704,13 @@ export interface operations {
                 created_from?: string;
                 /** @description Created before this time (RFC 3339). */
                 created_before?: string;
-                /**
-                 * @description `newest` (default) or `priority`: studies not yet reviewed (no
-                 *     annotation) that have waited longer than the worklist's wait limit
-                 *     first, oldest first; then by priority (the highest positive
-                 *     probability), highest first.
-                 */
-                sort?: string;
-                /** @description Page size, 1 to 100 (default 20). */
+                sort?: "newest" | "priority";
+                /** @description Page size (default 20). */
                 limit?: number;
-                /** @description `next_cursor` of the previous page. */
+                /**
+                 * @description `next_cursor` of the previous page (opaque; one this server did not
+                 *     make is refused with 400).
+                 */
                 cursor?: string;
             };
             header?: never;
@@ -673,16 +734,29 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description No or unknown credentials */
+            /** @description No or unknown credentials (checked before anything else) */
             401: {
                 headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate": string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A backing service is unavailable; retry after Retry-After */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
         };
@@ -691,8 +765,8 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description Makes retries of this request safe */
-                "Idempotency-Key"?: string | null;
+                /** @description Makes retries of this request safe: a retry with the same key and body gets the first answer again (Idempotent-Replayed: true) and creates nothing twice */
+                "Idempotency-Key"?: string;
             };
             path?: never;
             cookie?: never;
@@ -712,49 +786,71 @@ export interface operations {
                     "application/json": components["schemas"]["CreatedStudy"];
                 };
             };
-            /** @description Malformed body */
+            /** @description Malformed JSON body, or a field of the wrong type */
             400: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description No or unknown credentials */
+            /** @description No or unknown credentials (checked before anything else) */
             401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A request with this Idempotency-Key is still being handled */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Larger than the image limit */
+            /** @description content_length over the image limit */
             413: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Not PNG, JPEG or DICOM */
+            /** @description content_type not PNG, JPEG or DICOM, or the body not application/json */
             415: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Invalid length, or Idempotency-Key reused for another request */
+            /** @description content_length 0, or Idempotency-Key reused for another request */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A backing service is unavailable; retry after Retry-After */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
         };
@@ -764,7 +860,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description Study id (UUID) */
+                /** @description Study id */
                 id: string;
             };
             cookie?: never;
@@ -780,13 +876,15 @@ export interface operations {
                     "application/json": components["schemas"]["StudyView"];
                 };
             };
-            /** @description No or unknown credentials */
+            /** @description No or unknown credentials (checked before anything else) */
             401: {
                 headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate": string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
             /** @description No such study of this caller */
@@ -795,7 +893,18 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A backing service is unavailable; retry after Retry-After */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
         };
@@ -805,7 +914,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description Study id (UUID) */
+                /** @description Study id */
                 id: string;
             };
             cookie?: never;
@@ -821,13 +930,35 @@ export interface operations {
                     "application/json": components["schemas"]["Annotation"][];
                 };
             };
+            /** @description No or unknown credentials (checked before anything else) */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description No such study of this caller */
             404: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A backing service is unavailable; retry after Retry-After */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
         };
@@ -836,11 +967,11 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description Makes retries of this request safe */
-                "Idempotency-Key"?: string | null;
+                /** @description Makes retries of this request safe: a retry with the same key and body gets the first answer again (Idempotent-Replayed: true) and creates nothing twice */
+                "Idempotency-Key"?: string;
             };
             path: {
-                /** @description Study id (UUID) */
+                /** @description Study id */
                 id: string;
             };
             cookie?: never;
@@ -860,13 +991,24 @@ export interface operations {
                     "application/json": components["schemas"]["Annotation"];
                 };
             };
-            /** @description Malformed body */
+            /** @description Malformed JSON body, or a field of the wrong type */
             400: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No or unknown credentials (checked before anything else) */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
             /** @description No such study of this caller */
@@ -875,7 +1017,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
             /** @description A box before the image has been read */
@@ -884,7 +1026,25 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body over 6291456 bytes */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is not application/json */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
             /** @description Unknown label set or label, or a box outside the image */
@@ -893,7 +1053,18 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A backing service is unavailable; retry after Retry-After */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
         };
@@ -903,7 +1074,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description Study id (UUID) */
+                /** @description Study id */
                 id: string;
             };
             cookie?: never;
@@ -919,13 +1090,35 @@ export interface operations {
                     "application/json": components["schemas"]["Revision"][];
                 };
             };
+            /** @description No or unknown credentials (checked before anything else) */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description No such study of this caller */
             404: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A backing service is unavailable; retry after Retry-After */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
         };
@@ -935,7 +1128,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description Study id (UUID) */
+                /** @description Study id */
                 id: string;
                 /** @description Annotation id */
                 annotation_id: number;
@@ -951,13 +1144,35 @@ export interface operations {
                 };
                 content?: never;
             };
+            /** @description No or unknown credentials (checked before anything else) */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description No such study of this caller, or no such annotation on it */
             404: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A backing service is unavailable; retry after Retry-After */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
         };
@@ -967,7 +1182,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description Study id (UUID) */
+                /** @description Study id */
                 id: string;
                 /** @description Annotation id */
                 annotation_id: number;
@@ -989,13 +1204,24 @@ export interface operations {
                     "application/json": components["schemas"]["Annotation"];
                 };
             };
-            /** @description Malformed body */
+            /** @description Malformed JSON body, or a field of the wrong type */
             400: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No or unknown credentials (checked before anything else) */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
             /** @description No such study of this caller, or no such annotation on it */
@@ -1004,7 +1230,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
             /** @description A box before the image has been read */
@@ -1013,7 +1239,16 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is not application/json */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
             /** @description Unknown label, nothing to change, or a box outside the image */
@@ -1022,7 +1257,18 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A backing service is unavailable; retry after Retry-After */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
         };
@@ -1031,11 +1277,11 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description Makes retries of this request safe */
-                "Idempotency-Key"?: string | null;
+                /** @description Makes retries of this request safe: a retry with the same key and body gets the first answer again (Idempotent-Replayed: true) and creates nothing twice */
+                "Idempotency-Key"?: string;
             };
             path: {
-                /** @description Study id (UUID) */
+                /** @description Study id */
                 id: string;
             };
             cookie?: never;
@@ -1055,13 +1301,33 @@ export interface operations {
                     "application/json": components["schemas"]["StudyView"];
                 };
             };
+            /** @description Malformed JSON body, or a field of the wrong type */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No or unknown credentials (checked before anything else) */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description No such study of this caller */
             404: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
             /** @description The study's image was already uploaded */
@@ -1070,7 +1336,25 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body over 6291456 bytes */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is not application/json */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
             /** @description Parts missing, out of order, or not matching what was uploaded */
@@ -1079,7 +1363,18 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": unknown;
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A backing service is unavailable; retry after Retry-After */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
         };

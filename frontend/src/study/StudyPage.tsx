@@ -2,7 +2,7 @@ import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 import { type KeyboardEvent, useEffect, useMemo, useState } from "react";
 import { Link, useParams } from "react-router-dom";
 import { NOT_A_DIAGNOSIS, useApi } from "../App";
-import { type Annotation, type LabelSet, type StudyView, unwrap } from "../api/client";
+import { type Annotation, type AnnotationLabel, type LabelSet, type StudyView, unwrap } from "../api/client";
 import { ApiProblem, explainProblem } from "../api/problem";
 import { ProblemMessage } from "../ProblemMessage";
 import type { DicomImage } from "../viewer/dicom";
@@ -108,7 +108,7 @@ export default function StudyPage() {
   const onError = (e: unknown) => setActionError(e);
   const create = useMutation({
     mutationFn: (body: { label: string; box?: PixelBox }) =>
-      unwrap(api.POST("/v1/studies/{id}/annotations", { params: { path: { id } }, body: { label_set: ANNOTATION_LABEL_SET, label: body.label, box: body.box ?? null } })),
+      unwrap(api.POST("/v1/studies/{id}/annotations", { params: { path: { id } }, body: { label_set: ANNOTATION_LABEL_SET, label: body.label as AnnotationLabel, box: body.box ?? null } })),
     onSuccess: (a) => {
       setActionError(undefined);
       setSelected(`a${a.id}`);
@@ -118,7 +118,13 @@ export default function StudyPage() {
   });
   const update = useMutation({
     mutationFn: ({ annotationId, ...body }: { annotationId: number; label?: string; box?: PixelBox | null }) =>
-      unwrap(api.PATCH("/v1/studies/{id}/annotations/{annotation_id}", { params: { path: { id, annotation_id: annotationId } }, body })),
+      unwrap(
+        api.PATCH("/v1/studies/{id}/annotations/{annotation_id}", {
+          params: { path: { id, annotation_id: annotationId } },
+          // Labels come from GET /v1/label-sets at run time.
+          body: { ...body, label: body.label as AnnotationLabel | undefined },
+        }),
+      ),
     onSuccess: () => {
       setActionError(undefined);
       return refresh();

@@ -111,7 +111,14 @@ export class Uploader {
       const total = file.size;
       if (upload.kind === "single") {
         this.set({ phase: "uploading", fileName, studyId, loaded: 0, total, parts: 1 });
-        await this.transport.put(upload, file, (loaded) => this.progress(studyId, loaded, total, 1), controller.signal);
+        try {
+          await this.transport.put(upload, file, (loaded) => this.progress(studyId, loaded, total, 1), controller.signal);
+        } catch (error) {
+          // The URL creates the original once (If-None-Match: * is signed):
+          // 412 to this retry of the same file means an earlier attempt
+          // landed even though its answer was lost.
+          if (!(error instanceof StorageError && error.status === 412)) throw error;
+        }
       } else {
         await this.putParts(studyId, upload, file, controller.signal);
         this.set({ phase: "completing", fileName, studyId });

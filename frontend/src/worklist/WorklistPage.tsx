@@ -1,7 +1,7 @@
 import { useInfiniteQuery, useQuery } from "@tanstack/react-query";
 import { Link, useSearchParams } from "react-router-dom";
 import { useApi } from "../App";
-import { type LabelSet, unwrap } from "../api/client";
+import { type LabelSet, type StudyStatus, unwrap } from "../api/client";
 import { ApiProblem, explainProblem } from "../api/problem";
 import { ProblemMessage } from "../ProblemMessage";
 
@@ -24,11 +24,11 @@ export function listQuery(params: URLSearchParams) {
   };
   const status = params.get("status");
   return {
-    status: status && (STATUSES as readonly string[]).includes(status) ? status : undefined,
+    status: status && (STATUSES as readonly string[]).includes(status) ? (status as StudyStatus) : undefined,
     label: params.get("label") || undefined,
     created_from: day(params.get("from")),
     created_before: day(params.get("to"), true),
-    sort: params.get("sort") === "priority" ? "priority" : undefined,
+    sort: params.get("sort") === "priority" ? ("priority" as const) : undefined,
   };
 }
 

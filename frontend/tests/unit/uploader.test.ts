@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { type Instructions, type Presigned, type UploadState, type UploadTransport, Uploader } from "../../src/upload/uploader";
+import { type Instructions, type Presigned, StorageError, type UploadState, type UploadTransport, Uploader } from "../../src/upload/uploader";
 import { sniffMediaType } from "../../src/upload/sniff";
 
 const PNG = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a];
@@ -11,7 +11,7 @@ const file = (bytes: number[], size = bytes.length, name = "x.png") => {
 const target = (n: number): Presigned => ({ method: "PUT", url: `https://s3/part${n}`, headers: [["content-type", "image/png"]] });
 
 /** A transport that records calls; `failPut` fails the given PUT attempts (1-based). */
-function fake(upload: Instructions, opts: { failPut?: Set<number>; failCreate?: number; hang?: boolean } = {}) {
+function fake(upload: Instructions, opts: { failPut?: Set<number>; failCreate?: number; hang?: boolean; storedAfter?: number } = {}) {
   const calls = { create: [] as string[], put: [] as string[], complete: [] as unknown[] };
   let puts = 0;
   let creates = 0;
@@ -32,6 +32,7 @@ function fake(upload: Instructions, opts: { failPut?: Set<number>; failCreate?: 
         onProgress(body.size / 2);
         onProgress(body.size);
         if (opts.failPut?.has(attempt)) reject(new Error("network"));
+        else if (opts.storedAfter !== undefined && attempt > opts.storedAfter) reject(new StorageError(412, "<Code>PreconditionFailed</Code>"));
         else resolve(`"etag-${t.url.slice(-1)}"`);
       });
     },
@@ -72,6 +73,16 @@ describe("the upload state machine", () => {
     expect(progress).toContain(500);
     expect(progress.at(-1)).toBe(1000);
     expect(calls.put).toEqual(["https://s3/part1"]);
+  });
+
+  it("takes S3's 412 to a retried single PUT as the image being stored already", async () => {
+    // The first PUT reached S3 but its answer was lost; the retry is refused
+    // because the original is written once.
+    const { transport, calls } = fake({ kind: "single", ...target(1) }, { failPut: new Set([1]), storedAfter: 1 });
+    const u = new Uploader(transport);
+    expect((await u.start(file(PNG, 1000))).phase).toBe("failed");
+    expect(await u.retry()).toMatchObject({ phase: "done", studyId: "study-1" });
+    expect(calls.put).toHaveLength(2);
   });
 
   it("uploads parts several at once with one overall progress, then completes with every ETag", async () => {

@@ -6,7 +6,9 @@
 use std::sync::Arc;
 
 use axum::Router;
+use axum::http::{HeaderValue, header};
 use axum::routing::get;
+use tower_http::set_header::SetResponseHeaderLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
@@ -24,6 +26,7 @@ pub use crate::state::AppState;
                        and body gets the first answer again (header Idempotent-Replayed: true) and creates nothing twice."
     ),
     modifiers(&BearerAuth),
+    components(schemas(crate::problem::Problem)),
     security(("bearer" = [])),
     tags((name = "studies"), (name = "predict"), (name = "annotations"), (name = "health"))
 )]
@@ -63,16 +66,20 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 
 pub fn router(state: AppState) -> Router {
     let (routes, openapi) = routes();
-    let document = Arc::new(openapi.to_pretty_json().unwrap_or_default());
+    let document = Arc::new(serde_json::to_string_pretty(&crate::openapi::document(&openapi, &state.settings)).unwrap_or_default());
     routes
         .route(
             "/v1/openapi.json",
             get(move || {
                 let document = document.clone();
-                async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], document.as_ref().clone()) }
+                async move { ([(header::CONTENT_TYPE, "application/json")], document.as_ref().clone()) }
             }),
         )
         .fallback(|| async { ApiError::NotFound })
+        // Answers carry study data (PHI): never stored by a browser or a
+        // proxy, and never content-sniffed into something executable.
+        .layer(SetResponseHeaderLayer::if_not_present(header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
+        .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
         // Bodies up to the synchronous prediction limit (JSON bodies are tiny).
         .layer(axum::extract::DefaultBodyLimit::max(state.settings.predict_max_bytes))
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::idempotency::idempotent_posts))

@@ -48,6 +48,11 @@ pub struct ApiSettings {
 impl ApiSettings {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let mut dev_tokens = HashMap::new();
+        // Inside Lambda the JWT authorizer is the only way in: a token that
+        // never expires and names any owner must not open the deployed API.
+        if env.get("AWS_LAMBDA_RUNTIME_API").is_some() && env.get("API_DEV_TOKENS").is_some_and(|t| !t.trim().is_empty()) {
+            return Err(ConfigError::Malformed { name: "API_DEV_TOKENS", reason: "development tokens are refused inside Lambda".into() });
+        }
         for pair in env.get("API_DEV_TOKENS").unwrap_or_default().split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let malformed = |reason: String| ConfigError::Malformed { name: "API_DEV_TOKENS", reason };
             let (token, owner) = pair.split_once('=').ok_or_else(|| malformed(format!("{pair:?} is not token=owner")))?;
@@ -88,5 +93,29 @@ impl ApiSettings {
             oidc: None,
             inference: InferSettings::for_endpoint(endpoint_name),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Env {
+        let mut map: HashMap<String, String> = [("MODEL_ENDPOINT_NAME", "cxr-test")].into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+        map.extend(pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        Env::from_map(map)
+    }
+
+    #[test]
+    fn development_tokens_work_locally_and_stop_the_api_inside_lambda() {
+        let tokens = ("API_DEV_TOKENS", "local-dev-token-alice=alice");
+        let local = ApiSettings::from_env(&env(&[tokens])).expect("local settings");
+        assert_eq!(local.dev_tokens.len(), 1);
+        let lambda = ("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001");
+        match ApiSettings::from_env(&env(&[tokens, lambda])) {
+            Err(ConfigError::Malformed { name: "API_DEV_TOKENS", .. }) => {}
+            other => panic!("expected API_DEV_TOKENS refused, got {other:?}"),
+        }
+        assert!(ApiSettings::from_env(&env(&[lambda])).expect("no tokens in Lambda").dev_tokens.is_empty());
     }
 }

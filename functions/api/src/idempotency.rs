@@ -20,6 +20,14 @@ use crate::state::AppState;
 
 pub const HEADER: &str = "idempotency-key";
 pub const REPLAYED: &str = "idempotent-replayed";
+/// A key: 1 to [`KEY_MAX_LEN`] visible ASCII characters (the OpenAPI
+/// document states the same, from these constants).
+pub const KEY_MAX_LEN: usize = 255;
+pub const KEY_PATTERN: &str = "^[!-~]+$";
+
+fn valid_key(key: &[u8]) -> bool {
+    (1..=KEY_MAX_LEN).contains(&key.len()) && key.iter().all(|b| (b'!'..=b'~').contains(b))
+}
 
 pub async fn idempotent_posts(State(state): State<AppState>, request: Request, next: Next) -> Response {
     if request.method() != Method::POST || !request.headers().contains_key(HEADER) {
@@ -31,16 +39,17 @@ pub async fn idempotent_posts(State(state): State<AppState>, request: Request, n
 }
 
 async fn handle(state: AppState, request: Request, next: Next) -> Result<Response, Response> {
-    let key = request
-        .headers()
-        .get(HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|k| (1..=255).contains(&k.len()))
-        .ok_or_else(|| ApiError::BadRequest("Idempotency-Key must be 1 to 255 visible ASCII characters".into()).into_response())?
-        .to_owned();
     let (mut parts, body) = request.into_parts();
+    // Who asks comes first: an unauthenticated request learns nothing else.
     let Caller(owner) = Caller::from_request_parts(&mut parts, &state).await.map_err(IntoResponse::into_response)?;
+    let key = parts
+        .headers
+        .get(HEADER)
+        .map(|v| v.as_bytes())
+        .filter(|k| valid_key(k))
+        .and_then(|k| std::str::from_utf8(k).ok())
+        .ok_or_else(|| ApiError::BadRequest(format!("Idempotency-Key must be 1 to {KEY_MAX_LEN} visible ASCII characters")).into_response())?
+        .to_owned();
     let limit = state.settings.predict_max_bytes;
     let body = to_bytes(body, limit).await.map_err(|_| ApiError::PayloadTooLarge(format!("the body is over {limit} bytes")).into_response())?;
     // The key belongs to one request: method, path and body.

@@ -4,7 +4,7 @@
 //! takes an image in the request and answers with findings;
 //! `GET /v1/studies/{id}` reads results back (DynamoDB hot copy first).
 //!
-//! - [`app`]: the Router (each route module's router merged) and the OpenAPI document; [`state`]: what handlers share.
+//! - [`app`]: the Router (each route module's router merged); [`openapi`]: the document as served; [`state`]: what handlers share.
 //! - [`extract`]: JSON and query extractors whose rejections are problem+json.
 //! - [`auth`]: the caller (JWT authorizer claims in AWS; locally dev tokens,
 //!   or JWTs of the local OpenID provider verified by [`oidc`]).
@@ -18,6 +18,7 @@ pub mod config;
 pub mod extract;
 pub mod idempotency;
 pub mod oidc;
+pub mod openapi;
 pub mod problem;
 pub mod routes;
 pub mod state;

@@ -75,6 +75,7 @@ impl From<S3Error> for ApiError {
     fn from(err: S3Error) -> Self {
         match err {
             S3Error::Unavailable(m) => Self::Unavailable(m),
+            err @ S3Error::AlreadyExists { .. } => Self::Conflict(err.to_string()),
             other => Self::Internal(other.to_string()),
         }
     }
@@ -117,6 +118,24 @@ impl From<PredictError> for ApiError {
     }
 }
 
+/// The body of every error answer (RFC 9457).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// Always `about:blank`: the status says what kind of problem it is.
+    #[serde(rename = "type")]
+    #[schema(example = "about:blank")]
+    pub kind: &'static str,
+    /// The status's reason phrase.
+    pub title: &'static str,
+    #[schema(minimum = 400, maximum = 599)]
+    pub status: u16,
+    /// What went wrong, in words for the user.
+    pub detail: String,
+    /// The study the error is about, when one was recorded before it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub study_id: Option<StudyId>,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
@@ -128,16 +147,14 @@ impl IntoResponse for ApiError {
             // Details of internal errors go to the log, not to the caller.
             tracing::error!(error = %detail, "internal error");
         }
-        let mut body = serde_json::json!({
-            "type": "about:blank",
-            "title": status.canonical_reason().unwrap_or("Error"),
-            "status": status.as_u16(),
-            "detail": inner.to_string(),
-        });
-        if let Some(study) = study {
-            body["study_id"] = study.to_string().into();
-        }
-        let mut response = (status, body.to_string()).into_response();
+        let body = Problem {
+            kind: "about:blank",
+            title: status.canonical_reason().unwrap_or("Error"),
+            status: status.as_u16(),
+            detail: inner.to_string(),
+            study_id: study,
+        };
+        let mut response = (status, serde_json::to_string(&body).unwrap_or_default()).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         match inner {

@@ -41,6 +41,38 @@ async fn create_upload_read_and_list_owner_scoped() {
 }
 
 #[tokio::test]
+async fn who_asks_is_checked_before_anything_else() {
+    let (base, _) = start().await;
+    let client = reqwest::Client::new();
+    let bad_key = "not a visible-ASCII key";
+    for token in [None, Some("wrong-token-0123456789")] {
+        let mut request = client.post(format!("{base}/v1/predict")).header("Idempotency-Key", bad_key).body(Vec::<u8>::new());
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        assert_eq!(request.send().await.expect("request").status(), 401, "credentials first, then the key");
+    }
+    let answer = client.post(format!("{base}/v1/predict")).bearer_auth(ALICE).header("Idempotency-Key", bad_key).body(vec![1u8]).send().await.expect("request");
+    assert_eq!(answer.status(), 400, "then the malformed key");
+}
+
+#[tokio::test]
+async fn answers_are_never_cached_or_sniffed() {
+    let (base, _) = start().await;
+    let client = reqwest::Client::new();
+    for (path, token) in [("/v1/studies", Some(ALICE)), ("/v1/studies/not-a-study", Some(ALICE)), ("/v1/studies", None), ("/v1/health", None)] {
+        let mut request = client.get(format!("{base}{path}"));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let answer = request.send().await.expect("request");
+        let header = |name: &str| answer.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        assert_eq!(header("cache-control").as_deref(), Some("no-store"), "{path} {}", answer.status());
+        assert_eq!(header("x-content-type-options").as_deref(), Some("nosniff"), "{path} {}", answer.status());
+    }
+}
+
+#[tokio::test]
 async fn pages_follow_the_cursor_newest_first_and_filter_by_status() {
     let (base, _) = start().await;
     let mut ids = Vec::new();

@@ -47,4 +47,14 @@ impl Manifest {
     pub fn to_json(&self) -> Result<Vec<u8>, serde_json::Error> {
         serde_json::to_vec_pretty(self)
     }
+
+    /// Reads a manifest back: JSON of this format only (fuzzed:
+    /// `fuzz/targets`, `backup_manifest`).
+    pub fn from_json(bytes: &[u8]) -> Result<Self, String> {
+        let manifest: Self = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        if manifest.format != FORMAT {
+            return Err(format!("format {:?}", manifest.format));
+        }
+        Ok(manifest)
+    }
 }

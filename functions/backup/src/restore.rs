@@ -56,10 +56,7 @@ pub async fn manifests(store: &ObjectStore, prefix: &str) -> Result<Vec<(String,
         let key = ObjectKey::new(object.key.clone()).map_err(S3Error::from)?;
         let bytes = store.get(&key, 64 << 20).await?.bytes;
         let bad = |reason: String| RestoreError::BadManifest { key: object.key.clone(), reason };
-        let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
-        if manifest.format != FORMAT {
-            return Err(bad(format!("format {:?}", manifest.format)));
-        }
+        let manifest = Manifest::from_json(&bytes).map_err(bad)?;
         found.push((object.key, manifest));
     }
     found.sort_by_key(|(_, m)| m.watermark_to);

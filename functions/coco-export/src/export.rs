@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use cxr_platform::domain::MediaType;
+use cxr_platform::domain::{MediaType, Sha256Digest};
 use cxr_platform::jobs::driver::{ChunkedJob, run_chunked};
 use cxr_platform::jobs::{Job, JobError, StudyCursor};
 use cxr_platform::storage::postgres::Database;
@@ -164,6 +164,9 @@ struct StudyToExport {
     bucket: String,
     key: ObjectKey,
     media_type: MediaType,
+    /// The digest recorded when the image was read for inference: what the
+    /// annotations and detections describe.
+    sha256: Sha256Digest,
     width: u32,
     height: u32,
     updated_at: OffsetDateTime,
@@ -298,6 +301,7 @@ async fn read_chunk(tx: &mut sqlx::Transaction<'static, sqlx::Postgres>, ids: &[
                 key: row.s3_key,
                 media_type: row.media_type,
                 // EXPORTABLE requires the image to have been read.
+                sha256: row.sha256?,
                 width: row.width?,
                 height: row.height?,
                 updated_at: row.updated_at,
@@ -340,6 +344,13 @@ async fn export_study(
         Err(S3Error::NotFound { key }) => skip("missing_image", key),
         Err(err @ S3Error::TooLarge { .. }) => skip("too_large", err.to_string()),
         Err(err) => return Err(ExportError::Image(err)),
+        // Originals are written once (If-None-Match), so this cannot happen
+        // through the API; checked anyway, since a mart image that is not
+        // the one the labels describe would poison every model trained on it.
+        Ok(object) if Sha256Digest::of(&object.bytes) != study.sha256 => {
+            tracing::error!(study = study.id, key = %object_key, "the stored image is not the one that was analysed");
+            skip("image_changed", format!("SHA-256 differs from {}", study.sha256.to_hex()))
+        }
         Ok(object) => match deidentify(study.media_type, &object.bytes, key) {
             Err(DeidentifyError::BurnedInAnnotation) => skip("burned_in_annotation", String::new()),
             Err(err) => skip("unreadable_image", err.to_string()),

@@ -42,6 +42,13 @@ async fn lake_with_images(db: &Database, studies: i64) -> (ObjectStore, i64) {
             _ if id == dicom => identifiable_dicom(false),
             _ => png_with_text("Patient Doe^Jane MRN-0042"),
         };
+        // As the infer handler records it on reading the upload.
+        sqlx::query("UPDATE studies SET sha256 = $1 WHERE id = $2")
+            .bind(cxr_platform::domain::Sha256Digest::of(&body).to_hex())
+            .bind(id)
+            .execute(db.pool())
+            .await
+            .expect("digest");
         store.put(&ObjectKey::new(key).expect("key"), body, "application/octet-stream").await.expect("upload");
     }
     (store, missing)

@@ -6,9 +6,13 @@ use serde::{Deserialize, Serialize};
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(try_from = "RawBox")]
 pub struct PixelBox {
+    #[cfg_attr(feature = "openapi", schema(minimum = 0.0))]
     x_min: f32,
+    #[cfg_attr(feature = "openapi", schema(minimum = 0.0))]
     y_min: f32,
+    #[cfg_attr(feature = "openapi", schema(exclusive_minimum = 0.0))]
     width: f32,
+    #[cfg_attr(feature = "openapi", schema(exclusive_minimum = 0.0))]
     height: f32,
 }
 

@@ -73,7 +73,7 @@ impl Inference {
             .map_err(|e| unfinished(e.into()))?
             // Just created, so nobody else can hold it.
             .ok_or_else(|| unfinished(InferError::InFlight))?;
-        if let Err(err) = images.put(&study.s3_key, image.clone(), media_type.as_str()).await {
+        if let Err(err) = images.put_new(&study.s3_key, image.clone(), media_type.as_str()).await {
             // Nothing to retry from: the caller still has the image and retries.
             let _ = db.set_study_status(study.row_id, StudyStatus::Failed, Some("the image could not be stored")).await;
             return Err(unfinished(InferError::Storage(err)));

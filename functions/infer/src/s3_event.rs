@@ -14,7 +14,7 @@
 
 use std::sync::Arc;
 
-use aws_lambda_events::s3::S3Event;
+use aws_lambda_events::s3::{S3Event, S3EventRecord};
 use cxr_platform::config::{DynamoSettings, Env, PostgresSettings};
 use cxr_platform::domain::StudyStatus;
 use cxr_platform::imaging::describe;
@@ -49,6 +49,13 @@ pub struct InferHandler {
     pub settings: InferSettings,
 }
 
+/// The bucket and the (decoded) key an S3 event record names; `None` for a
+/// record without them. Keys in S3 events are URL-encoded, spaces as '+'.
+pub fn object_of(record: &S3EventRecord) -> Option<(&str, String)> {
+    let (bucket, raw_key) = (record.s3.bucket.name.as_deref()?, record.s3.object.key.as_deref()?);
+    Some((bucket, percent_encoding::percent_decode_str(&raw_key.replace('+', " ")).decode_utf8_lossy().into_owned()))
+}
+
 enum Handled {
     Outcome(Outcome),
     Ignored,
@@ -75,12 +82,10 @@ impl InferHandler {
         let mut report = InferReport::default();
         let mut retry = None;
         for record in &event.records {
-            let (Some(bucket), Some(raw_key)) = (record.s3.bucket.name.as_deref(), record.s3.object.key.as_deref()) else {
+            let Some((bucket, key)) = object_of(record) else {
                 report.ignored += 1;
                 continue;
             };
-            // Keys in S3 events are URL-encoded, spaces as '+'.
-            let key = percent_encoding::percent_decode_str(&raw_key.replace('+', " ")).decode_utf8_lossy().into_owned();
             match self.handle_object(bucket, &key).await {
                 Ok(Handled::Outcome(Outcome::Done { cached, .. })) => {
                     report.done += 1;

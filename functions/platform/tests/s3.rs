@@ -100,12 +100,47 @@ async fn presigned_put_is_bound_to_key_content_type_and_length() {
     let stored = store.get(&key("studies/x/original.png"), 1024).await.expect("uploaded");
     assert_eq!(stored.bytes.as_ref(), body.as_slice());
 
+    // The URL makes the object once: a second PUT of other bytes (the same
+    // length, which is signed) is refused and changes nothing, and the
+    // condition cannot be dropped or changed, since it is signed.
+    assert!(url.headers.iter().any(|(n, v)| n.eq_ignore_ascii_case("if-none-match") && v == "*"), "{url:?}");
+    let other: Vec<u8> = body.iter().rev().copied().collect();
+    let again = send(&url, Some(other.clone()), &[]).await;
+    assert_eq!(again.status(), 412, "a second PUT must not replace the original");
+    assert!(again.text().await.unwrap_or_default().contains("PreconditionFailed"));
+    let unconditional = send(&url, Some(other), &[("if-none-match", "\"0\"")]).await;
+    assert_eq!(unconditional.status(), 403, "the condition is signed");
+    let stored = store.get(&key("studies/x/original.png"), 1024).await.expect("still there");
+    assert_eq!(stored.bytes.as_ref(), body.as_slice(), "the first upload stands");
+
     // The URL is for one key: pointing it elsewhere breaks the signature.
     let mut elsewhere = url.clone();
     elsewhere.url = url.url.replace("studies/x/original.png", "studies/y/original.png");
     let other_key = send(&elsewhere, Some(body), &[]).await;
     assert_eq!(other_key.status(), 403);
     assert!(store.head(&key("studies/y/original.png")).await.expect("head").is_none());
+}
+
+#[tokio::test]
+async fn originals_are_written_once_whichever_way_they_arrive() {
+    let store = LocalStack::get().fresh_bucket().await;
+    let original = key("studies/once/original.png");
+    store.put_new(&original, b"first".to_vec(), "image/png").await.expect("created");
+    match store.put_new(&original, b"second".to_vec(), "image/png").await {
+        Err(S3Error::AlreadyExists { key }) => assert_eq!(key, original.as_str()),
+        other => panic!("expected AlreadyExists, got {other:?}"),
+    }
+    // A multipart upload onto an existing original is refused at completion.
+    let upload_id = store.create_multipart_upload(&original, "image/png").await.expect("multipart");
+    let part = store.presign_upload_part(&original, &upload_id, 1, 6, Duration::from_secs(60)).await.expect("presign part");
+    let answer = send(&part, Some(b"third!".to_vec()), &[]).await;
+    assert!(answer.status().is_success(), "{}", answer.status());
+    let etag = answer.headers()["etag"].to_str().expect("etag").to_owned();
+    match store.complete_multipart_upload(&original, &upload_id, &[(1, etag)]).await {
+        Err(S3Error::AlreadyExists { .. }) => {}
+        other => panic!("expected AlreadyExists, got {other:?}"),
+    }
+    assert_eq!(store.get(&original, 1024).await.expect("get").bytes.as_ref(), b"first");
 }
 
 #[tokio::test]

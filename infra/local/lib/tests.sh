@@ -46,8 +46,29 @@ web_tests() {
   (cd "$ROOT" && cargo build --quiet -p cxr-admin -p cxr-model-server -p cxr-api -p cxr-infer) || return 1
   "$ROOT/target/debug/cxr-admin" provision >/dev/null || return 1
   start_platform
+  contract_tests || return 1
   build_web
   start_web
   (cd "$ROOT/frontend" && CXR_APP_URL="$APP_URL" CXR_API_URL="http://127.0.0.1:$API_PORT" CXR_STACK_DIR="$STACK_DIR" \
     CXR_S3_CORS_URL="http://127.0.0.1:$S3_CORS_PORT" CXR_OIDC_ISSUER="$OIDC_ISSUER" npm run --silent test:e2e)
+}
+
+# The running API against its own OpenAPI document: schemathesis with every
+# check, a fixed seed and a bounded number of examples
+# (infra/local/schemathesis.toml); any failure fails the suite.
+contract_tests() {
+  log "API contract: schemathesis $SCHEMATHESIS_VERSION against http://127.0.0.1:$API_PORT/v1/openapi.json"
+  # Its own owner, its idempotency keys forgotten: the fixed seed makes the
+  # same keys every run, and a replayed answer of an earlier run would
+  # stand in for this server's.
+  PGPASSWORD=$PG_PASSWORD psql -q -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER" -d "$PG_DATABASE" \
+    -c "DELETE FROM idempotency_keys WHERE owner = 'contract'" >/dev/null || return 1
+  local token=local-dev-token-contract
+  (cd "$STACK_DIR" && "$TOOLS_DIR/pytools/bin/st" --config-file "$ROOT/infra/local/schemathesis.toml" run \
+    "http://127.0.0.1:$API_PORT/v1/openapi.json" --header "Authorization: Bearer $token" --checks all \
+    --report junit --report-dir "$STACK_DIR/schemathesis" >"$STACK_DIR/logs/schemathesis.log" 2>&1)
+  local rc=$?
+  tail -n 25 "$STACK_DIR/logs/schemathesis.log"
+  [ "$rc" = 0 ] || log "schemathesis found failures; the whole report is in $STACK_DIR/logs/schemathesis.log"
+  return "$rc"
 }

@@ -31,10 +31,12 @@ install_tools() {
     "$TOOLS_DIR/venv/bin/pip" install --quiet --disable-pip-version-check "secantusdb==$SECANTUSDB_VERSION" "pymongo>=4,<5"
   fi
 
-  if [ ! -x "$TOOLS_DIR/pytools/bin/python" ] || ! "$TOOLS_DIR/pytools/bin/python" -c "import pycocotools, openapi_spec_validator" 2>/dev/null; then
-    log "installing pycocotools and openapi-spec-validator (pip; the COCO export and the OpenAPI document are checked with them)"
+  if [ ! -x "$TOOLS_DIR/pytools/bin/python" ] || ! "$TOOLS_DIR/pytools/bin/python" -c "import pycocotools, openapi_spec_validator" 2>/dev/null ||
+     [ "$("$TOOLS_DIR/pytools/bin/pip" show schemathesis 2>/dev/null | sed -n 's/^Version: //p')" != "$SCHEMATHESIS_VERSION" ]; then
+    log "installing pycocotools, openapi-spec-validator and schemathesis (pip; the COCO export, the OpenAPI document and the API's contract are checked with them)"
     python3 -m venv "$TOOLS_DIR/pytools"
-    "$TOOLS_DIR/pytools/bin/pip" install --quiet --disable-pip-version-check "pycocotools>=2.0.7,<3" "openapi-spec-validator>=0.7,<0.8"
+    "$TOOLS_DIR/pytools/bin/pip" install --quiet --disable-pip-version-check "pycocotools>=2.0.7,<3" "openapi-spec-validator>=0.7,<0.8" \
+      "schemathesis==$SCHEMATHESIS_VERSION"
   fi
 
   if [ ! -x "$TOOLS_DIR/lint/bin/cfn-lint" ]; then

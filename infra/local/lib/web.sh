@@ -57,7 +57,7 @@ http {
       if (\$request_method = OPTIONS) {
         add_header Access-Control-Allow-Origin \$cors_origin;
         add_header Access-Control-Allow-Methods "GET, PUT, HEAD";
-        add_header Access-Control-Allow-Headers "content-type, content-md5";
+        add_header Access-Control-Allow-Headers "content-type, content-md5, if-none-match";
         add_header Access-Control-Max-Age 600;
         return 204;
       }

@@ -21,9 +21,12 @@ use crate::views::{Annotation, Revision};
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAnnotation {
-    /// Defaults to `vinbigdata`, the data mart's categories.
+    /// Defaults to `vinbigdata`, the data mart's categories; the sets and
+    /// their labels are at `GET /v1/label-sets`.
     #[serde(default = "default_label_set")]
+    #[schema(min_length = 1)]
     pub label_set: String,
+    #[schema(min_length = 1)]
     pub label: String,
     /// `[x_min, y_min]` from the top-left, in original pixels; omit for an
     /// image-level label.
@@ -66,12 +69,10 @@ fn annotation_id(raw: &str) -> Result<i64, ApiError> {
 /// Add a radiologist annotation: a label of a known label set, with an
 /// optional box inside the image.
 #[utoipa::path(post, path = "/v1/studies/{id}/annotations", operation_id = "create_annotation", tag = "annotations",
-    params(("id" = String, Path, description = "Study id (UUID)"),
-           ("Idempotency-Key" = Option<String>, Header, description = "Makes retries of this request safe")),
+    params(("id" = String, Path, format = Uuid, description = "Study id")),
     request_body = CreateAnnotation,
     responses(
         (status = 201, description = "Annotation stored", body = Annotation),
-        (status = 400, description = "Malformed body", content_type = "application/problem+json"),
         (status = 404, description = "No such study of this caller", content_type = "application/problem+json"),
         (status = 409, description = "A box before the image has been read", content_type = "application/problem+json"),
         (status = 422, description = "Unknown label set or label, or a box outside the image", content_type = "application/problem+json"),
@@ -93,7 +94,7 @@ pub async fn create(
 
 /// The study's annotations, oldest first.
 #[utoipa::path(get, path = "/v1/studies/{id}/annotations", operation_id = "list_annotations", tag = "annotations",
-    params(("id" = String, Path, description = "Study id (UUID)")),
+    params(("id" = String, Path, format = Uuid, description = "Study id")),
     responses(
         (status = 200, description = "Annotations", body = Vec<Annotation>),
         (status = 404, description = "No such study of this caller", content_type = "application/problem+json"),
@@ -109,6 +110,7 @@ pub async fn list(State(state): State<AppState>, Caller(owner): Caller, Path(id)
 #[serde(deny_unknown_fields)]
 pub struct UpdateAnnotation {
     /// A label of the annotation's label set.
+    #[schema(min_length = 1)]
     pub label: Option<String>,
     /// The new box; `null` removes it; absent leaves it.
     #[serde(rename = "box", default, deserialize_with = "present")]
@@ -124,12 +126,11 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<serde
 /// Change an annotation's label or box. The change is kept in the
 /// annotation's history with who made it.
 #[utoipa::path(patch, path = "/v1/studies/{id}/annotations/{annotation_id}", operation_id = "update_annotation", tag = "annotations",
-    params(("id" = String, Path, description = "Study id (UUID)"),
+    params(("id" = String, Path, format = Uuid, description = "Study id"),
            ("annotation_id" = i64, Path, description = "Annotation id")),
     request_body = UpdateAnnotation,
     responses(
         (status = 200, description = "The annotation as changed", body = Annotation),
-        (status = 400, description = "Malformed body", content_type = "application/problem+json"),
         (status = 404, description = "No such study of this caller, or no such annotation on it", content_type = "application/problem+json"),
         (status = 409, description = "A box before the image has been read", content_type = "application/problem+json"),
         (status = 422, description = "Unknown label, nothing to change, or a box outside the image", content_type = "application/problem+json"),
@@ -163,7 +164,7 @@ pub async fn update(
 /// warehouse load and COCO export); its history keeps what it was and who
 /// deleted it.
 #[utoipa::path(delete, path = "/v1/studies/{id}/annotations/{annotation_id}", operation_id = "delete_annotation", tag = "annotations",
-    params(("id" = String, Path, description = "Study id (UUID)"),
+    params(("id" = String, Path, format = Uuid, description = "Study id"),
            ("annotation_id" = i64, Path, description = "Annotation id")),
     responses(
         (status = 204, description = "Deleted"),
@@ -178,7 +179,7 @@ pub async fn delete(State(state): State<AppState>, Caller(owner): Caller, Path((
 /// Every change to the study's annotations, oldest first, deleted ones
 /// included.
 #[utoipa::path(get, path = "/v1/studies/{id}/annotations/history", operation_id = "annotation_history", tag = "annotations",
-    params(("id" = String, Path, description = "Study id (UUID)")),
+    params(("id" = String, Path, format = Uuid, description = "Study id")),
     responses(
         (status = 200, description = "The history", body = Vec<Revision>),
         (status = 404, description = "No such study of this caller", content_type = "application/problem+json"),

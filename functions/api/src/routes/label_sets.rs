@@ -13,7 +13,6 @@ use crate::state::AppState;
 #[utoipa::path(get, path = "/v1/label-sets", operation_id = "list_label_sets", tag = "annotations",
     responses(
         (status = 200, description = "The label sets", body = Vec<LabelSet>),
-        (status = 401, description = "No or unknown credentials", content_type = "application/problem+json"),
     ))]
 pub async fn list(_caller: Caller) -> Json<Vec<LabelSet>> {
     Json(LabelSets::builtin().iter().cloned().collect())

@@ -30,7 +30,6 @@ pub struct ImageFile(Vec<u8>);
 /// (503 or 429, with Retry-After) names the recorded study, whose
 /// inference then finishes on its own: poll `GET /v1/studies/{id}`.
 #[utoipa::path(post, path = "/v1/predict", tag = "predict",
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries of this request safe")),
     request_body(content = ImageFile, content_type = "application/octet-stream", description = "The image file: PNG, JPEG or DICOM, up to 6 MB"),
     responses(
         (status = 201, description = "Findings; the study is recorded at Location", body = StudyView),

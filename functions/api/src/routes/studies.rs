@@ -25,10 +25,13 @@ use crate::views::{StudyView, UploadUrl, study_path, study_view};
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateStudy {
-    /// `image/png`, `image/jpeg` or `application/dicom`.
-    #[schema(example = "image/png")]
+    /// `image/png`, `image/jpeg` or `application/dicom` (anything else: 415).
+    #[schema(value_type = MediaType, example = "image/png")]
     pub content_type: String,
-    /// Exact size in bytes of the file to upload.
+    /// Exact size in bytes of the file to upload (the maximum is the
+    /// server's image limit).
+    #[schema(minimum = 1)]
+    #[serde(deserialize_with = "crate::extract::json_integer")]
     pub content_length: u64,
 }
 
@@ -74,24 +77,22 @@ pub struct PartUpload {
 /// arrives; a file that is not what was declared fails the study.
 #[utoipa::path(post, path = "/v1/studies", operation_id = "create_study", tag = "studies",
     request_body = CreateStudy,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries of this request safe")),
     responses(
         (status = 201, description = "Study created; upload the image as instructed", body = CreatedStudy),
-        (status = 400, description = "Malformed body", content_type = "application/problem+json"),
-        (status = 401, description = "No or unknown credentials", content_type = "application/problem+json"),
-        (status = 413, description = "Larger than the image limit", content_type = "application/problem+json"),
-        (status = 415, description = "Not PNG, JPEG or DICOM", content_type = "application/problem+json"),
-        (status = 422, description = "Invalid length, or Idempotency-Key reused for another request", content_type = "application/problem+json"),
+        (status = 413, description = "content_length over the image limit", content_type = "application/problem+json"),
+        (status = 415, description = "content_type not PNG, JPEG or DICOM, or the body not application/json", content_type = "application/problem+json"),
+        (status = 422, description = "content_length 0, or Idempotency-Key reused for another request", content_type = "application/problem+json"),
     ))]
 pub async fn create(
     State(state): State<AppState>,
     Caller(owner): Caller,
     ApiJson(request): ApiJson<CreateStudy>,
 ) -> Result<(StatusCode, Json<CreatedStudy>), ApiError> {
-    let media_type: MediaType = request
-        .content_type
-        .parse()
-        .map_err(|_| ApiError::UnsupportedMediaType(format!("{:?} is not image/png, image/jpeg or application/dicom", request.content_type)))?;
+    // Exactly one of the documented values (no parameters, no case games).
+    let media_type = MediaType::ALL
+        .into_iter()
+        .find(|m| m.as_str() == request.content_type)
+        .ok_or_else(|| ApiError::UnsupportedMediaType(format!("{:?} is not image/png, image/jpeg or application/dicom", request.content_type)))?;
     let settings = &state.settings;
     if request.content_length == 0 {
         return Err(ApiError::Unprocessable("content_length must be at least 1".into()));
@@ -127,10 +128,9 @@ pub async fn create(
 /// finished study whose copy is missing, which is then rewritten) from
 /// PostgreSQL.
 #[utoipa::path(get, path = "/v1/studies/{id}", operation_id = "get_study", tag = "studies",
-    params(("id" = String, Path, description = "Study id (UUID)")),
+    params(("id" = String, Path, format = Uuid, description = "Study id")),
     responses(
         (status = 200, description = "The study", body = StudyView),
-        (status = 401, description = "No or unknown credentials", content_type = "application/problem+json"),
         (status = 404, description = "No such study of this caller", content_type = "application/problem+json"),
     ))]
 pub async fn get(State(state): State<AppState>, Caller(owner): Caller, Path(id): Path<String>) -> Result<Json<StudyView>, ApiError> {
@@ -166,25 +166,40 @@ pub async fn current_snapshot(state: &AppState, study: &StudyRecord) -> Result<S
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Only studies in this status.
-    pub status: Option<String>,
+    #[param(inline)]
+    pub status: Option<StudyStatus>,
     /// Only studies annotated with this label, or whose latest run gives it
     /// at least `min_probability`.
     pub label: Option<String>,
     /// For `label`: the smallest model probability that counts (default 0.5).
+    #[param(minimum = 0.0, maximum = 1.0)]
     pub min_probability: Option<f32>,
     /// Created at or after this time (RFC 3339).
+    #[param(format = DateTime)]
     pub created_from: Option<String>,
     /// Created before this time (RFC 3339).
+    #[param(format = DateTime)]
     pub created_before: Option<String>,
-    /// `newest` (default) or `priority`: studies not yet reviewed (no
-    /// annotation) that have waited longer than the worklist's wait limit
-    /// first, oldest first; then by priority (the highest positive
-    /// probability), highest first.
-    pub sort: Option<String>,
-    /// Page size, 1 to 100 (default 20).
+    #[param(inline)]
+    pub sort: Option<ListOrder>,
+    /// Page size (default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
-    /// `next_cursor` of the previous page.
+    /// `next_cursor` of the previous page (opaque; one this server did not
+    /// make is refused with 400).
+    #[param(pattern = "^[A-Za-z0-9_-]+$", max_length = 400)]
     pub cursor: Option<String>,
+}
+
+/// `newest` (default) or `priority`: studies not yet reviewed (no
+/// annotation) that have waited longer than the worklist's wait limit
+/// first, oldest first; then by priority (the highest positive
+/// probability), highest first.
+#[derive(Clone, Copy, Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ListOrder {
+    Newest,
+    Priority,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -257,7 +272,6 @@ fn timestamp(name: &str, value: Option<&str>) -> Result<Option<OffsetDateTime>, 
     responses(
         (status = 200, description = "A page of studies", body = StudyPage),
         (status = 400, description = "Malformed filter or cursor", content_type = "application/problem+json"),
-        (status = 401, description = "No or unknown credentials", content_type = "application/problem+json"),
     ))]
 pub async fn list(State(state): State<AppState>, Caller(owner): Caller, ApiQuery(query): ApiQuery<ListQuery>) -> Result<Json<StudyPage>, ApiError> {
     let limit = query.limit.unwrap_or(20);
@@ -269,24 +283,21 @@ pub async fn list(State(state): State<AppState>, Caller(owner): Caller, ApiQuery
         return Err(ApiError::BadRequest("min_probability must be between 0 and 1".into()));
     }
     let filter = StudyFilter {
-        status: query.status.as_deref().map(|s| StudyStatus::parse(s).ok_or_else(|| ApiError::BadRequest(format!("unknown status {s:?}")))).transpose()?,
+        status: query.status,
         label: query.label.clone(),
         label_min_probability: min_probability,
         created_from: timestamp("created_from", query.created_from.as_deref())?,
         created_before: timestamp("created_before", query.created_before.as_deref())?,
     };
     let after = query.cursor.as_deref().map(|c| decode_cursor(c).ok_or_else(|| ApiError::BadRequest("malformed cursor".into()))).transpose()?;
-    let order = match query.sort.as_deref() {
-        None | Some("newest") => StudyOrder::Newest,
-        Some("priority") => StudyOrder::Priority {
+    let order = match query.sort.unwrap_or(ListOrder::Newest) {
+        ListOrder::Newest => StudyOrder::Newest,
+        ListOrder::Priority => StudyOrder::Priority {
             max_wait: state.settings.worklist_max_wait,
             // Later pages keep the first page's "now", so no study moves
             // between pages as time passes.
             as_of: after.and_then(|(_, as_of)| as_of).unwrap_or_else(OffsetDateTime::now_utc),
         },
-        Some(other) => {
-            return Err(ApiError::BadRequest(format!("unknown sort {other:?}: newest or priority")));
-        }
     };
     let after = match (after, order) {
         (Some((position @ StudyPosition::Newest { .. }, _)), StudyOrder::Newest) => Some(position),

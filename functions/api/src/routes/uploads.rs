@@ -19,15 +19,22 @@ use crate::views::{StudyView, study_view};
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompleteUpload {
+    #[schema(min_length = 1)]
     pub upload_id: String,
-    /// Every part, as uploaded: its number and the ETag its PUT answered.
+    /// Every part, as uploaded, in ascending `part_number` order: its
+    /// number and the ETag its PUT answered.
+    #[schema(min_items = 1, max_items = 10000)]
     pub parts: Vec<CompletedPart>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompletedPart {
+    /// S3 numbers parts 1 to 10,000.
+    #[schema(minimum = 1, maximum = 10000)]
+    #[serde(deserialize_with = "crate::extract::json_integer")]
     pub part_number: i32,
+    #[schema(min_length = 1)]
     pub etag: String,
 }
 
@@ -35,8 +42,7 @@ pub struct CompletedPart {
 ///
 /// S3 then reports the new object and inference starts, as for a single PUT.
 #[utoipa::path(post, path = "/v1/studies/{id}/upload/complete", operation_id = "complete_upload", tag = "studies",
-    params(("id" = String, Path, description = "Study id (UUID)"),
-           ("Idempotency-Key" = Option<String>, Header, description = "Makes retries of this request safe")),
+    params(("id" = String, Path, format = Uuid, description = "Study id")),
     request_body = CompleteUpload,
     responses(
         (status = 202, description = "Upload complete; inference follows", body = StudyView),
@@ -66,6 +72,7 @@ pub async fn complete(
             return Err(ApiError::Unprocessable(format!("S3 refused the parts ({code}): {message}")));
         }
         Err(S3Error::NotFound { .. }) => return Err(ApiError::Unprocessable("no such upload_id for this study".into())),
+        Err(S3Error::AlreadyExists { .. }) => return Err(ApiError::Conflict("the study's image was uploaded already; it is never replaced".into())),
         Err(err) => return Err(err.into()),
     }
     let snapshot = current_snapshot(&state, &study).await?;

@@ -18,6 +18,11 @@ pub use crate::domain::{InvalidKey, ObjectKey};
 pub enum S3Error {
     #[error("object {key} does not exist")]
     NotFound { key: String },
+    /// A write that may only create refused: the object is there already
+    /// (S3's `412 PreconditionFailed` to `If-None-Match: *`, or `409
+    /// ConditionalRequestConflict` when another such write is under way).
+    #[error("object {key} exists already and is never overwritten")]
+    AlreadyExists { key: String },
     #[error("object {key} is {size} bytes, more than the {limit}-byte limit")]
     TooLarge { key: String, size: u64, limit: u64 },
     #[error("S3 is unreachable: {0}")]
@@ -38,8 +43,10 @@ impl S3Error {
             SdkFailure::Unreachable(m) => Self::Unavailable(m),
             SdkFailure::Service { status, code, message } => {
                 let missing = status == 404 || matches!(code.as_deref(), Some("NoSuchKey" | "NotFound"));
-                match (missing, key) {
-                    (true, Some(key)) => Self::NotFound { key: key.to_owned() },
+                let exists = status == 412 || matches!(code.as_deref(), Some("PreconditionFailed" | "ConditionalRequestConflict"));
+                match (missing, exists, key) {
+                    (true, _, Some(key)) => Self::NotFound { key: key.to_owned() },
+                    (_, true, Some(key)) => Self::AlreadyExists { key: key.to_owned() },
                     _ => Self::Service { status, code: code.unwrap_or_default(), message },
                 }
             }
@@ -135,7 +142,16 @@ impl ObjectStore {
     }
 
     pub async fn put(&self, key: &ObjectKey, body: impl Into<Bytes>, content_type: &str) -> Result<ObjectMeta, S3Error> {
-        let body = body.into();
+        self.put_object(key, body.into(), content_type, false).await
+    }
+
+    /// Writes an object that must not exist yet (`If-None-Match: *`): the
+    /// original of a study is written once and never replaced.
+    pub async fn put_new(&self, key: &ObjectKey, body: impl Into<Bytes>, content_type: &str) -> Result<ObjectMeta, S3Error> {
+        self.put_object(key, body.into(), content_type, true).await
+    }
+
+    async fn put_object(&self, key: &ObjectKey, body: Bytes, content_type: &str, create_only: bool) -> Result<ObjectMeta, S3Error> {
         let size = body.len() as u64;
         let out = self
             .client
@@ -143,6 +159,7 @@ impl ObjectStore {
             .bucket(&self.bucket)
             .key(key.as_str())
             .content_type(content_type)
+            .set_if_none_match(create_only.then(|| "*".to_owned()))
             .body(ByteStream::from(body))
             .send()
             .await
@@ -222,6 +239,10 @@ impl ObjectStore {
             .key(key.as_str())
             .content_type(content_type)
             .content_length(length)
+            // Signed, so the client must send it: S3 then refuses (412) a
+            // second PUT to the same key, and a study's original, once
+            // uploaded, is the image its findings describe for good.
+            .if_none_match("*")
             .presigned(presigning_config(expires_in)?)
             .await
             .map_err(presign_failed)?;
@@ -277,6 +298,8 @@ impl ObjectStore {
             .bucket(&self.bucket)
             .key(key.as_str())
             .upload_id(upload_id)
+            // As for single PUTs: the parts may make the object, never replace it.
+            .if_none_match("*")
             .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
             .send()
             .await
