@@ -50,6 +50,7 @@ S3S_FS_VERSION=0.14.1
 DYNALITE_VERSION=4.0.0
 SECANTUSDB_VERSION=0.7.0b3
 SCHEMATHESIS_VERSION=4.32.5
+CARGO_DENY_VERSION=0.20.2
 
 # Credentials of the local stand-ins only; they guard nothing outside this machine.
 ACCESS_KEY=cxr-local-access-key

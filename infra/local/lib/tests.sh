@@ -1,7 +1,8 @@
 # shellcheck shell=bash
 # Sourced by infra/local/dev.sh (its settings and helpers are in scope).
-# The test command: formatting and lints, the SAM template, cargo nextest, then the
-# web app's checks and browser tests.
+# The test command: formatting and lints, the dependency policy, the SAM template,
+# cargo nextest (the fuzz corpora's replay included), the API's contract
+# (schemathesis), then the web app's checks and browser tests.
 cmd_test() {
   install_tools
   install_browser
@@ -24,6 +25,8 @@ cmd_test() {
   log "checking formatting (cargo fmt, rustfmt.toml) and lints (clippy, warnings are errors)"
   cargo fmt --all --check
   cargo clippy --quiet --workspace --all-targets -- -D warnings
+  log "checking the dependency policy (cargo deny: licenses, bans, sources; deny.toml)"
+  cargo deny --log-level error check licenses bans sources
   log "linting the SAM template"
   "$TOOLS_DIR/lint/bin/cfn-lint" infra/template.yaml
   local profile=()

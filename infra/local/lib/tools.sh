@@ -45,6 +45,11 @@ install_tools() {
     "$TOOLS_DIR/lint/bin/pip" install --quiet --disable-pip-version-check "cfn-lint>=1,<2"
   fi
 
+  if [ "$(cargo deny --version 2>/dev/null | awk '{print $2}')" != "$CARGO_DENY_VERSION" ]; then
+    log "installing cargo-deny $CARGO_DENY_VERSION (cargo, about 4 minutes; checks deny.toml's dependency policy)"
+    cargo install --quiet --locked "cargo-deny@$CARGO_DENY_VERSION"
+  fi
+
   if ! cargo nextest --version >/dev/null 2>&1; then
     log "installing cargo-nextest"
     cargo install --quiet --locked cargo-nextest
