@@ -7,102 +7,17 @@
 //! Everything runs in this process on random ports, against the local
 //! stack (PostgreSQL, s3s-fs, dynalite).
 
-use std::time::{Duration, Instant};
+mod common;
 
-use cxr_api::app::{AppState, router};
-use cxr_api::config::ApiSettings;
+use std::time::Duration;
+
+use common::{ALICE, BOB, Platform, put, sample_image};
 use cxr_coco_export::deidentify::{UidKey, deidentify};
 use cxr_coco_export::export::{ExportOptions, image_path, run_export};
 use cxr_coco_export::mart::DataMart;
-use cxr_infer::local_relay::LocalRelay;
-use cxr_infer::{InferHandler, InferSettings};
-use cxr_platform::domain::{MediaType, Owner};
-use cxr_platform::storage::results::ResultStore;
-use cxr_platform::testing::{LocalStack, call, serve};
+use cxr_platform::domain::MediaType;
+use cxr_platform::testing::{LocalStack, call};
 use serde_json::json;
-
-const ALICE: &str = "e2e-alice-token-0123456789";
-const BOB: &str = "e2e-bob-token-0123456789ab";
-
-fn runtime_client(endpoint: &str) -> aws_sdk_sagemakerruntime::Client {
-    aws_sdk_sagemakerruntime::Client::new(&LocalStack::get().sdk_config_at(endpoint))
-}
-
-/// The API and the S3-triggered `infer` function on shared storage, as in
-/// AWS, the relay standing in for S3's notifications (s3s-fs sends none).
-struct Platform {
-    api: String,
-    db: cxr_platform::storage::postgres::Database,
-    stop: tokio::sync::oneshot::Sender<()>,
-    relay: tokio::task::JoinHandle<()>,
-}
-
-impl Platform {
-    async fn start() -> Self {
-        let stack = LocalStack::get();
-        let model_dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("generated-densenet121-xrv");
-        let endpoint = cxr_model_server::in_process::serve_generated("densenet121-xrv", &model_dir).await.expect("model server");
-        let db = stack.fresh_database().await;
-        let images = stack.fresh_bucket().await;
-        let results = ResultStore::new(stack.fresh_table().await);
-        let tokens = [(ALICE, "alice"), (BOB, "bob")].into_iter().map(|(t, o)| (t.to_owned(), Owner::new(o).expect("owner"))).collect();
-        let state = AppState::new(db.clone(), images.clone(), results.clone(), runtime_client(&endpoint), ApiSettings::for_tests(tokens, "cxr-e2e"));
-        let api = format!("{}/v1", serve(router(state)).await);
-        let handler = InferHandler::new(db.clone(), results, stack.s3_client(), runtime_client(&endpoint), InferSettings::for_endpoint("cxr-e2e"));
-        let relay_images = images.clone();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let relay = tokio::spawn(async move {
-            LocalRelay::new(&handler, relay_images)
-                .run(Duration::from_millis(200), async {
-                    let _ = stopped.await;
-                })
-                .await;
-        });
-        Self { api, db, stop, relay }
-    }
-
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        self.relay.await.expect("relay stopped");
-    }
-
-    /// `POST /v1/studies` for this PNG: the study's id and the answer.
-    async fn create_png_study(&self, image: &[u8]) -> (String, serde_json::Value) {
-        let body = json!({"content_type": "image/png", "content_length": image.len()});
-        let (status, created) = call(reqwest::Method::POST, &format!("{}/studies", self.api), Some(ALICE), Some(body)).await;
-        assert_eq!(status, 201, "{created}");
-        (created["id"].as_str().expect("id").to_owned(), created)
-    }
-
-    /// Polls until the study is `done` (panics if it fails or takes 2 minutes).
-    async fn wait_done(&self, id: &str) -> serde_json::Value {
-        let started = Instant::now();
-        loop {
-            let (status, study) = call(reqwest::Method::GET, &format!("{}/studies/{id}", self.api), Some(ALICE), None).await;
-            assert_eq!(status, 200, "{study}");
-            match study["status"].as_str() {
-                Some("done") => return study,
-                Some("failed") => panic!("the study failed: {study}"),
-                _ => {}
-            }
-            assert!(started.elapsed() < Duration::from_secs(120), "no result after 2 minutes: {study}");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-}
-
-/// PUT to a presigned URL with exactly the signed headers.
-async fn put(upload: &serde_json::Value, body: Vec<u8>) -> reqwest::Response {
-    let mut put = reqwest::Client::new().put(upload["url"].as_str().expect("url"));
-    for header in upload["headers"].as_array().expect("headers") {
-        put = put.header(header[0].as_str().expect("name"), header[1].as_str().expect("value"));
-    }
-    put.body(body).send().await.expect("PUT")
-}
-
-fn sample_image() -> Vec<u8> {
-    std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../events/images/synthetic-chest.png")).expect("sample image")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_study_goes_from_upload_to_findings_and_annotations() {

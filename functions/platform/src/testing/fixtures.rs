@@ -7,8 +7,19 @@ use dicom_object::InMemDicomObject;
 use dicom_object::meta::FileMetaTableBuilder;
 use img_parts::Bytes;
 
-/// A small Part 10 file full of identifiers.
+/// A small (2x2) Part 10 file full of identifiers.
 pub fn identifiable_dicom(burned_in: bool) -> Vec<u8> {
+    identifiable_dicom_of(burned_in, 2, 2, vec![1, 2, 3, 4])
+}
+
+/// The same identifiers on a `rows` x `columns` 16-bit image (a gradient),
+/// large enough for the model to read.
+pub fn identifiable_dicom_image(rows: u16, columns: u16) -> Vec<u8> {
+    let pixels = (0..u32::from(rows) * u32::from(columns)).map(|i| ((i * 37) % 4096) as u16).collect();
+    identifiable_dicom_of(false, rows, columns, pixels)
+}
+
+fn identifiable_dicom_of(burned_in: bool, rows: u16, columns: u16, pixels: Vec<u16>) -> Vec<u8> {
     let nested = InMemDicomObject::from_element_iter([
         DataElement::new(tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, PrimitiveValue::from("1.2.3.4.5")),
         DataElement::new(tags::PERSON_NAME, VR::PN, PrimitiveValue::from("Doe^Nested")),
@@ -25,14 +36,23 @@ pub fn identifiable_dicom(burned_in: bool) -> Vec<u8> {
         DataElement::new(tags::PATIENT_ID, VR::LO, PrimitiveValue::from("MRN-0042")),
         DataElement::new(tags::PATIENT_BIRTH_DATE, VR::DA, PrimitiveValue::from("19700101")),
         DataElement::new(tags::PATIENT_ADDRESS, VR::LO, PrimitiveValue::from("1 Example Road")),
-        DataElement::new(tags::ROWS, VR::US, PrimitiveValue::from(2_u16)),
-        DataElement::new(tags::COLUMNS, VR::US, PrimitiveValue::from(2_u16)),
-        DataElement::new(tags::PIXEL_DATA, VR::OW, dicom_core::dicom_value!(U16, [1, 2, 3, 4])),
+        DataElement::new(tags::ROWS, VR::US, PrimitiveValue::from(rows)),
+        DataElement::new(tags::COLUMNS, VR::US, PrimitiveValue::from(columns)),
+        DataElement::new(tags::PIXEL_DATA, VR::OW, PrimitiveValue::U16(pixels.into())),
         DataElement::new(Tag(0x0009, 0x0010), VR::LO, PrimitiveValue::from("VENDOR")),
         DataElement::new(Tag(0x0009, 0x1001), VR::LO, PrimitiveValue::from("private patient id")),
         DataElement::new(Tag(0x6000, 0x3000), VR::OW, dicom_core::dicom_value!(U16, [0, 1])),
     ]);
     object.put(DataElement::new(tags::REFERENCED_IMAGE_SEQUENCE, VR::SQ, DataSetSequence::from(vec![nested])));
+    if (rows, columns) != (2, 2) {
+        // What a reader needs to decode the pixels (12 bits in 16).
+        object.put(DataElement::new(tags::SAMPLES_PER_PIXEL, VR::US, PrimitiveValue::from(1_u16)));
+        object.put(DataElement::new(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, PrimitiveValue::from("MONOCHROME2")));
+        object.put(DataElement::new(tags::BITS_ALLOCATED, VR::US, PrimitiveValue::from(16_u16)));
+        object.put(DataElement::new(tags::BITS_STORED, VR::US, PrimitiveValue::from(12_u16)));
+        object.put(DataElement::new(tags::HIGH_BIT, VR::US, PrimitiveValue::from(11_u16)));
+        object.put(DataElement::new(tags::PIXEL_REPRESENTATION, VR::US, PrimitiveValue::from(0_u16)));
+    }
     if burned_in {
         object.put(DataElement::new(tags::BURNED_IN_ANNOTATION, VR::CS, PrimitiveValue::from("YES")));
     }

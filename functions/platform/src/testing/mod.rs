@@ -20,7 +20,7 @@ pub mod seed;
 pub mod stack;
 
 pub use crash::{job_checkpoint, kill_at_checkpoint};
-pub use fixtures::{TINY_PNG, identifiable_dicom, png_with_text};
+pub use fixtures::{TINY_PNG, identifiable_dicom, identifiable_dicom_image, png_with_text};
 pub use http::{call, serve};
 pub use seed::{seed, table_fingerprint};
 pub use stack::{LocalStack, closed_port};
