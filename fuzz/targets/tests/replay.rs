@@ -1,7 +1,8 @@
 //! Every committed fuzz input, replayed through its target on the stable
 //! toolchain: the seed corpora (`fuzz/corpus/<target>/`) and every input that
-//! ever failed (`fuzz/artifacts/<target>/`, kept after the fix). A panic
-//! here is a regression.
+//! ever failed and was fixed (`fuzz/artifacts/<target>/`, kept after the
+//! fix). A panic here is a regression. Failures not fixed yet wait in
+//! `fuzz/open/` (see its README), not replayed until their fix lands.
 
 use std::path::Path;
 
