@@ -50,6 +50,9 @@ S3S_FS_VERSION=0.14.1
 DYNALITE_VERSION=4.0.0
 SECANTUSDB_VERSION=0.7.0b3
 SCHEMATHESIS_VERSION=4.32.5
+# The owner the contract run (schemathesis) tests as, and its dev token.
+CONTRACT_OWNER=contract
+CONTRACT_TOKEN=local-dev-token-contract
 CARGO_DENY_VERSION=0.20.2
 
 # Credentials of the local stand-ins only; they guard nothing outside this machine.

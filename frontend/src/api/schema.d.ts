@@ -704,6 +704,10 @@ export interface operations {
                 created_from?: string;
                 /** @description Created before this time (RFC 3339). */
                 created_before?: string;
+                /**
+                 * @description `newest` (default), or `priority`: unreviewed studies waiting past
+                 *     the wait limit first, then the highest positive probability first.
+                 */
                 sort?: "newest" | "priority";
                 /** @description Page size (default 20). */
                 limit?: number;

@@ -48,12 +48,13 @@ pub struct ApiSettings {
 impl ApiSettings {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let mut dev_tokens = HashMap::new();
+        let raw_tokens = env.get("API_DEV_TOKENS");
         // Inside Lambda the JWT authorizer is the only way in: a token that
         // never expires and names any owner must not open the deployed API.
-        if env.get("AWS_LAMBDA_RUNTIME_API").is_some() && env.get("API_DEV_TOKENS").is_some_and(|t| !t.trim().is_empty()) {
+        if raw_tokens.is_some() && env.get(cxr_platform::aws::LAMBDA_RUNTIME_API).is_some() {
             return Err(ConfigError::Malformed { name: "API_DEV_TOKENS", reason: "development tokens are refused inside Lambda".into() });
         }
-        for pair in env.get("API_DEV_TOKENS").unwrap_or_default().split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        for pair in raw_tokens.unwrap_or_default().split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let malformed = |reason: String| ConfigError::Malformed { name: "API_DEV_TOKENS", reason };
             let (token, owner) = pair.split_once('=').ok_or_else(|| malformed(format!("{pair:?} is not token=owner")))?;
             if token.len() < 16 {
@@ -111,7 +112,7 @@ mod tests {
         let tokens = ("API_DEV_TOKENS", "local-dev-token-alice=alice");
         let local = ApiSettings::from_env(&env(&[tokens])).expect("local settings");
         assert_eq!(local.dev_tokens.len(), 1);
-        let lambda = ("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001");
+        let lambda = (cxr_platform::aws::LAMBDA_RUNTIME_API, "127.0.0.1:9001");
         match ApiSettings::from_env(&env(&[tokens, lambda])) {
             Err(ConfigError::Malformed { name: "API_DEV_TOKENS", .. }) => {}
             other => panic!("expected API_DEV_TOKENS refused, got {other:?}"),

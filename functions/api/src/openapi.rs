@@ -10,8 +10,7 @@ use serde_json::{Value, json};
 
 use crate::config::ApiSettings;
 use crate::idempotency;
-
-const PROBLEM: &str = "application/problem+json";
+use crate::problem::PROBLEM_JSON as PROBLEM;
 
 /// The served document: `generated` (utoipa's) completed for `settings`.
 pub fn document(generated: &utoipa::openapi::OpenApi, settings: &ApiSettings) -> Value {

@@ -118,6 +118,9 @@ impl From<PredictError> for ApiError {
     }
 }
 
+/// The media type of every error answer.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
 /// The body of every error answer (RFC 9457).
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct Problem {
@@ -156,7 +159,7 @@ impl IntoResponse for ApiError {
         };
         let mut response = (status, serde_json::to_string(&body).unwrap_or_default()).into_response();
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         match inner {
             Self::Unavailable(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));

@@ -29,8 +29,10 @@ pub fn s3_client(sdk: &SdkConfig, force_path_style: bool, endpoint: Option<&str>
     aws_sdk_s3::Client::from_conf(builder.build())
 }
 
-/// True when the process runs inside Lambda (the runtime API is set for
-/// every function; nothing else sets it).
+/// Set by Lambda for every function, and by nothing else.
+pub const LAMBDA_RUNTIME_API: &str = "AWS_LAMBDA_RUNTIME_API";
+
+/// True when the process runs inside Lambda.
 pub fn in_lambda() -> bool {
-    std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some()
+    std::env::var_os(LAMBDA_RUNTIME_API).is_some()
 }

@@ -151,8 +151,7 @@ export DOCUMENTDB_DATABASE=cxr_warehouse
 export COCO_DESTINATION=s3://cxr-data-mart/coco
 export DEIDENTIFY_SECRET=local-development-only-deidentify-secret
 export CXR_PYTHON=$TOOLS_DIR/pytools/bin/python
-# contract: the owner schemathesis tests as (infra/local/lib/tests.sh).
-export API_DEV_TOKENS=local-dev-token-alice=alice,local-dev-token-bob00=bob,local-dev-token-contract=contract
+export API_DEV_TOKENS=local-dev-token-alice=alice,local-dev-token-bob00=bob,$CONTRACT_TOKEN=$CONTRACT_OWNER
 export API_ADDR=127.0.0.1:$API_PORT
 export AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME=http://127.0.0.1:$MODEL_PORT
 export MODEL_ENDPOINT_NAME=cxr-local

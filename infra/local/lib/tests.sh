@@ -65,10 +65,9 @@ contract_tests() {
   # same keys every run, and a replayed answer of an earlier run would
   # stand in for this server's.
   PGPASSWORD=$PG_PASSWORD psql -q -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER" -d "$PG_DATABASE" \
-    -c "DELETE FROM idempotency_keys WHERE owner = 'contract'" >/dev/null || return 1
-  local token=local-dev-token-contract
+    -c "DELETE FROM idempotency_keys WHERE owner = '$CONTRACT_OWNER'" >/dev/null || return 1
   (cd "$STACK_DIR" && "$TOOLS_DIR/pytools/bin/st" --config-file "$ROOT/infra/local/schemathesis.toml" run \
-    "http://127.0.0.1:$API_PORT/v1/openapi.json" --header "Authorization: Bearer $token" --checks all \
+    "http://127.0.0.1:$API_PORT/v1/openapi.json" --header "Authorization: Bearer $CONTRACT_TOKEN" --checks all \
     --report junit --report-dir "$STACK_DIR/schemathesis" >"$STACK_DIR/logs/schemathesis.log" 2>&1)
   local rc=$?
   tail -n 25 "$STACK_DIR/logs/schemathesis.log"

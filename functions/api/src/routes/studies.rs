@@ -180,6 +180,8 @@ pub struct ListQuery {
     /// Created before this time (RFC 3339).
     #[param(format = DateTime)]
     pub created_before: Option<String>,
+    /// `newest` (default), or `priority`: unreviewed studies waiting past
+    /// the wait limit first, then the highest positive probability first.
     #[param(inline)]
     pub sort: Option<ListOrder>,
     /// Page size (default 20).

@@ -9,17 +9,17 @@ use img_parts::Bytes;
 
 /// A small (2x2) Part 10 file full of identifiers.
 pub fn identifiable_dicom(burned_in: bool) -> Vec<u8> {
-    identifiable_dicom_of(burned_in, 2, 2, vec![1, 2, 3, 4])
+    identifiable_dicom_of(burned_in, 2, 2, vec![1, 2, 3, 4], false)
 }
 
 /// The same identifiers on a `rows` x `columns` 16-bit image (a gradient),
 /// large enough for the model to read.
 pub fn identifiable_dicom_image(rows: u16, columns: u16) -> Vec<u8> {
     let pixels = (0..u32::from(rows) * u32::from(columns)).map(|i| ((i * 37) % 4096) as u16).collect();
-    identifiable_dicom_of(false, rows, columns, pixels)
+    identifiable_dicom_of(false, rows, columns, pixels, true)
 }
 
-fn identifiable_dicom_of(burned_in: bool, rows: u16, columns: u16, pixels: Vec<u16>) -> Vec<u8> {
+fn identifiable_dicom_of(burned_in: bool, rows: u16, columns: u16, pixels: Vec<u16>, decodable: bool) -> Vec<u8> {
     let nested = InMemDicomObject::from_element_iter([
         DataElement::new(tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, PrimitiveValue::from("1.2.3.4.5")),
         DataElement::new(tags::PERSON_NAME, VR::PN, PrimitiveValue::from("Doe^Nested")),
@@ -44,7 +44,7 @@ fn identifiable_dicom_of(burned_in: bool, rows: u16, columns: u16, pixels: Vec<u
         DataElement::new(Tag(0x6000, 0x3000), VR::OW, dicom_core::dicom_value!(U16, [0, 1])),
     ]);
     object.put(DataElement::new(tags::REFERENCED_IMAGE_SEQUENCE, VR::SQ, DataSetSequence::from(vec![nested])));
-    if (rows, columns) != (2, 2) {
+    if decodable {
         // What a reader needs to decode the pixels (12 bits in 16).
         object.put(DataElement::new(tags::SAMPLES_PER_PIXEL, VR::US, PrimitiveValue::from(1_u16)));
         object.put(DataElement::new(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, PrimitiveValue::from("MONOCHROME2")));
