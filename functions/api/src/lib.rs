@@ -11,12 +11,14 @@
 //! - [`idempotency`]: `Idempotency-Key` on POSTs.
 //! - [`routes`]: the endpoints; [`views`]: what they answer.
 //! - [`problem`]: errors as problem+json, mapped once.
+//! - [`lambda`]: the Router inside Lambda (lambda_http, with one check of events first).
 
 pub mod app;
 pub mod auth;
 pub mod config;
 pub mod extract;
 pub mod idempotency;
+pub mod lambda;
 pub mod oidc;
 pub mod openapi;
 pub mod problem;

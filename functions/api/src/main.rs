@@ -6,7 +6,7 @@ async fn main() -> anyhow::Result<()> {
     cxr_platform::telemetry::init();
     let app = router(AppState::from_env(&Env::process()).await?);
     if cxr_platform::aws::in_lambda() {
-        return lambda_http::run(app).await.map_err(|e| anyhow::anyhow!(e));
+        return cxr_api::lambda::run(app).await.map_err(|e| anyhow::anyhow!(e));
     }
     let addr = std::env::var("API_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into());
     let listener = tokio::net::TcpListener::bind(&addr).await?;

@@ -56,6 +56,7 @@ pub fn describe(bytes: &[u8], declared: MediaType) -> Result<ImageFacts, Describ
             (u32::from(w), u32::from(h), 8, None, None)
         }
         MediaType::Dicom => {
+            cxr_dicom_guard::check_lengths(bytes).map_err(|e| unreadable(e.to_string()))?;
             let object = OpenFileOptions::new()
                 .read_preamble(ReadPreamble::Auto)
                 .read_until(tags::PIXEL_DATA)

@@ -48,11 +48,13 @@ pub fn s3_event(data: &[u8]) {
     }
 }
 
-/// An API Gateway HTTP API (payload v2) event, as lambda_http turns it into
-/// the request the Router sees.
+/// An API Gateway HTTP API (payload v2) event, as the API's Lambda entry
+/// (`cxr_api::lambda`) reads it: the runtime's parse, our check of the body,
+/// then lambda_http's conversion into the request the Router sees.
 pub fn api_gateway_event(data: &[u8]) {
-    if let Ok(text) = std::str::from_utf8(data) {
-        let _ = lambda_http::request::from_str(text);
+    let Ok(event) = serde_json::from_slice::<lambda_http::request::LambdaRequest>(data) else { return };
+    if cxr_api::lambda::body_decodes(&event) {
+        let _ = lambda_http::Request::from(event);
     }
 }
 
