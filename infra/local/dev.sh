@@ -8,6 +8,8 @@
 #   infra/local/dev.sh status    health of each stand-in
 #   infra/local/dev.sh env       the variables that point the AWS SDKs at the stack (eval-able)
 #   infra/local/dev.sh down      stop everything (data is kept; add --wipe to delete it)
+#   infra/local/dev.sh stop S    stop one service (postgres, s3, dynamodb, documentdb, model, api, relay)
+#   infra/local/dev.sh start S   start it again
 #
 # Stand-ins: PostgreSQL 15 (RDS), s3s-fs 0.14.1 (S3), dynalite 4 (DynamoDB),
 # SecantusDB (DocumentDB, MongoDB wire protocol). The real SDK clients reach
@@ -53,6 +55,8 @@ SCHEMATHESIS_VERSION=4.32.5
 # The owner the contract run (schemathesis) tests as, and its dev token.
 CONTRACT_OWNER=contract
 CONTRACT_TOKEN=local-dev-token-contract
+FAULTS_OWNER=faults
+FAULTS_TOKEN=local-dev-token-faults
 CARGO_DENY_VERSION=0.20.2
 
 # Credentials of the local stand-ins only; they guard nothing outside this machine.
@@ -141,6 +145,7 @@ case "${1:-}" in
     stop_stack
     if [ "${2:-}" = "--wipe" ]; then rm -rf "$STACK_DIR" "$PG_HOME"; log "deleted $STACK_DIR and $PG_HOME"; fi ;;
   status) status ;;
+  stop | start) one_service "$1" "${2:-}" ;;
   env) [ -f "$STACK_DIR/env" ] || write_env; cat "$STACK_DIR/env" ;;
-  *) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  *) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

@@ -6,6 +6,12 @@ healthy_api() { curl -sf -m 2 -o /dev/null "http://127.0.0.1:$API_PORT/v1/health
 healthy_relay() { pid_alive "$STACK_DIR/run/relay.pid"; }
 
 start_platform() {
+  start_model
+  start_api
+  start_relay
+}
+
+start_model() {
   local bin=$ROOT/target/debug
   if [ ! -f "$STACK_DIR/model/model.json" ]; then
     log "writing a model with generated (untrained) DenseNet-121 weights to $STACK_DIR/model"
@@ -19,6 +25,10 @@ start_platform() {
     wait_until "model server (warm-up)" 720 healthy_model
     log "model server started on 127.0.0.1:$MODEL_PORT"
   fi
+}
+
+start_api() {
+  local bin=$ROOT/target/debug
   if pid_alive "$STACK_DIR/run/api.pid" && healthy_api; then
     log "api         already running on 127.0.0.1:$API_PORT"
   else
@@ -30,10 +40,13 @@ start_platform() {
     wait_until api 120 healthy_api
     log "api         started on http://127.0.0.1:$API_PORT"
   fi
+}
+
+start_relay() {
   if healthy_relay; then
     log "relay       already running"
   else
-    spawn relay "$bin/infer" relay
+    spawn relay "$ROOT/target/debug/infer" relay
     log "relay       started (delivers S3 ObjectCreated events to the infer handler)"
   fi
 }

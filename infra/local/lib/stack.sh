@@ -117,6 +117,30 @@ stop_pidfile() {
 }
 
 
+stop_postgres() {
+  if [ -f "$PG_DATA/postmaster.pid" ]; then
+    pg_run "$(pg_bin)/pg_ctl" -D "$PG_DATA" -m fast -w stop >/dev/null 2>&1 || true
+    log "postgres stopped"
+  fi
+}
+
+# One service, stopped or started alone (the fault suite does this during a
+# load; an operator can too). The names are those `status` prints.
+SERVICES="postgres s3 dynamodb documentdb model api relay"
+one_service() {
+  local action=$1 name=${2:-}
+  case " $SERVICES " in *" $name "*) ;; *) die "usage: dev.sh $action {${SERVICES// /|}}" ;; esac
+  mkdir -p "$STACK_DIR/run" "$STACK_DIR/logs"
+  if [ "$action" = stop ]; then
+    if [ "$name" = postgres ]; then stop_postgres; else stop_pidfile "$name"; fi
+  else
+    [ -f "$STACK_DIR/env" ] || write_env
+    # shellcheck disable=SC1091
+    source "$STACK_DIR/env"
+    "start_$name"
+  fi
+}
+
 stop_stack() {
   stop_pidfile nginx
   stop_pidfile oidc
@@ -126,10 +150,7 @@ stop_stack() {
   stop_pidfile documentdb
   stop_pidfile dynamodb
   stop_pidfile s3
-  if [ -f "$PG_DATA/postmaster.pid" ]; then
-    pg_run "$(pg_bin)/pg_ctl" -D "$PG_DATA" -m fast -w stop >/dev/null 2>&1 || true
-    log "postgres stopped"
-  fi
+  stop_postgres
 }
 
 write_env() {
@@ -151,7 +172,7 @@ export DOCUMENTDB_DATABASE=cxr_warehouse
 export COCO_DESTINATION=s3://cxr-data-mart/coco
 export DEIDENTIFY_SECRET=local-development-only-deidentify-secret
 export CXR_PYTHON=$TOOLS_DIR/pytools/bin/python
-export API_DEV_TOKENS=local-dev-token-alice=alice,local-dev-token-bob00=bob,$CONTRACT_TOKEN=$CONTRACT_OWNER
+export API_DEV_TOKENS=local-dev-token-alice=alice,local-dev-token-bob00=bob,$CONTRACT_TOKEN=$CONTRACT_OWNER,$FAULTS_TOKEN=$FAULTS_OWNER
 export API_ADDR=127.0.0.1:$API_PORT
 export AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME=http://127.0.0.1:$MODEL_PORT
 export MODEL_ENDPOINT_NAME=cxr-local
