@@ -11,9 +11,13 @@
 //! It stops services the other tests share, so it is `#[ignore]`d and run
 //! alone by the test command after everything else (`fault_tests` in
 //! `infra/local/lib/tests.sh`). By hand, with the stack up:
-//! `source .stack/env && CXR_FAULTS_TOKEN=local-dev-token-faults cargo nextest run -p cxr-end-to-end --test faults --run-ignored only --no-capture`.
+//! `cargo nextest run -p cxr-end-to-end --test faults --run-ignored only --no-capture`
+//! (the API's address and the suite's owner and token come from `.stack/env`).
+
+mod common;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,15 +29,19 @@ use cxr_platform::testing::LocalStack;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-/// Uploads per round: `GOOD` distinct images and one that cannot be read.
-const GOOD: usize = 9;
-/// A new upload starts this often, so uploads are in every stage (created,
-/// being uploaded, waiting for inference) when the fault comes.
-const PACE: Duration = Duration::from_millis(250);
+/// Uploads per round: a new distinct image every `PACE`, from before the
+/// fault until after the service is back, so uploads are in every stage
+/// (being created, being uploaded, waiting for inference) while it is down.
+/// At least `MIN_GOOD` good images, and one that cannot be read, sent while
+/// the service is down.
+const PACE: Duration = Duration::from_millis(400);
+const MIN_GOOD: usize = 9;
 /// The fault comes after this many uploads have started, and lasts this long
-/// (plus the service's own restart time).
+/// (plus the service's own stop and restart time).
 const FAULT_AFTER: usize = 3;
-const OUTAGE: Duration = Duration::from_secs(4);
+// Longer than the API's wait for a PostgreSQL connection (5 s), so requests
+// meet the outage instead of waiting it out.
+const OUTAGE: Duration = Duration::from_secs(8);
 /// Bounds: one upload's retries, and a round's wait for its results.
 const UPLOAD_DEADLINE: Duration = Duration::from_secs(180);
 const RESULTS_DEADLINE: Duration = Duration::from_secs(300);
@@ -50,8 +58,8 @@ struct Target {
 /// What the API and S3 answered during a round.
 #[derive(Default)]
 struct Tally {
-    /// API answers by status code.
-    api: BTreeMap<u16, u32>,
+    /// API answers 503 (each with `Retry-After`, or it is also counted below).
+    answers_503: u32,
     /// API answers that break the contract: a 5xx other than 503 with
     /// `Retry-After`.
     undocumented_5xx: Vec<String>,
@@ -64,7 +72,10 @@ struct Tally {
 /// One row of the matrix.
 struct Round {
     fault: &'static str,
-    uploads: usize,
+    /// Good uploads (the bad image is one more).
+    good: usize,
+    /// Uploads (good or bad) that began while the service was down.
+    started_while_down: usize,
     done: usize,
     failed_with_reason: usize,
     lost: Vec<String>,
@@ -83,18 +94,20 @@ struct Round {
 async fn nothing_is_lost_when_a_service_stops_and_comes_back() {
     let stack = LocalStack::get();
     let target = Arc::new(Target {
-        api: std::env::var("CXR_FAULTS_API").unwrap_or_else(|_| format!("http://{}/v1", stack.var("API_ADDR"))),
-        token: std::env::var("CXR_FAULTS_TOKEN").expect("CXR_FAULTS_TOKEN: the dev token of the faults owner (FAULTS_TOKEN in dev.sh)"),
-        owner: Owner::new(std::env::var("CXR_FAULTS_OWNER").unwrap_or_else(|_| "faults".into())).expect("owner"),
+        api: format!("http://{}/v1", stack.var("API_ADDR")),
+        token: stack.var("CXR_FAULTS_TOKEN").to_owned(),
+        owner: Owner::new(stack.var("CXR_FAULTS_OWNER")).expect("owner"),
         http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client"),
     });
     let api_before = api_pid();
-    let (status, _) = get(&target, "/health").await.expect("the API answers before the suite");
-    assert_eq!(status, StatusCode::OK);
+    assert!(get_with_retries(&target, &Mutex::default(), "/health").await.is_some(), "the API answers before the suite");
+    // Connected once: the pool reconnects after PostgreSQL's restart.
+    let db = Database::connect(&stack.postgres_settings(stack.var("DATABASE_URL"))).await.expect("PostgreSQL");
+    let results = ResultStore::new(DynamoTable::from_client(stack.dynamodb_client(), stack.var("RESULTS_TABLE")));
 
     let mut rounds = Vec::new();
     for (number, fault) in FAULTS.into_iter().enumerate() {
-        rounds.push(round(&target, number, fault).await);
+        rounds.push(round(&target, &db, &results, number, fault).await);
         assert_eq!(api_pid(), api_before, "the API process changed during the {fault} round: it was restarted");
     }
 
@@ -105,7 +118,8 @@ async fn nothing_is_lost_when_a_service_stops_and_comes_back() {
         let fault = round.fault;
         assert!(round.lost.is_empty(), "{fault}: lost {:?}", round.lost);
         assert_eq!(round.duplicated, 0, "{fault}: duplicated rows in PostgreSQL");
-        assert_eq!(round.done, GOOD, "{fault}: not every good upload is done");
+        assert_eq!(round.done, round.good, "{fault}: not every good upload is done");
+        assert!(round.started_while_down > 0, "{fault}: no upload started while the service was down");
         assert_eq!(round.failed_with_reason, 1, "{fault}: the bad image is not failed with a reason");
         assert_eq!(round.stale_hot_copies_after_reads, 0, "{fault}: DynamoDB disagrees with PostgreSQL");
         assert!(round.undocumented_5xx.is_empty(), "{fault}: 5xx answers other than 503 with Retry-After: {:?}", round.undocumented_5xx);
@@ -113,41 +127,55 @@ async fn nothing_is_lost_when_a_service_stops_and_comes_back() {
 }
 
 /// One round: the load, the fault in its middle, then the checks.
-async fn round(target: &Arc<Target>, number: usize, fault: &'static str) -> Round {
+async fn round(target: &Arc<Target>, db: &Database, results: &ResultStore, number: usize, fault: &'static str) -> Round {
     let started = Instant::now();
     let tally = Arc::new(Mutex::new(Tally::default()));
     let nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let down = Arc::new(AtomicBool::new(false));
     let mut uploads = Vec::new();
-    let mut outage = Duration::ZERO;
-    for i in 0..=GOOD {
-        let image = if i == GOOD { unreadable_png() } else { distinct_png(nonce, number, i) };
+    let mut fault_task = None;
+    let mut started_while_down = 0;
+    let mut bad_sent = false;
+    loop {
+        let i = uploads.len();
+        // The bad image goes in while the service is down.
+        let bad = !bad_sent && down.load(Ordering::SeqCst);
+        bad_sent |= bad;
+        started_while_down += usize::from(down.load(Ordering::SeqCst));
+        let image = if bad { unreadable_png() } else { distinct_png(nonce, number, i) };
         let key = format!("faults-{nonce}-{number}-{i}");
         let (target, tally) = (target.clone(), tally.clone());
-        uploads.push(tokio::spawn(async move { upload(&target, &tally, image, &key).await }));
-        if i + 1 == FAULT_AFTER {
-            // The load goes on while the service is down.
-            let down = Instant::now();
-            dev_sh("stop", fault).await;
-            tokio::time::sleep(OUTAGE).await;
-            dev_sh("start", fault).await;
-            outage = down.elapsed();
-        } else {
-            tokio::time::sleep(PACE).await;
+        uploads.push((bad, tokio::spawn(async move { upload(&target, &tally, image, &key).await })));
+        if uploads.len() == FAULT_AFTER {
+            let down = down.clone();
+            fault_task = Some(tokio::spawn(async move {
+                let since = Instant::now();
+                dev_sh("stop", fault).await;
+                down.store(true, Ordering::SeqCst);
+                tokio::time::sleep(OUTAGE).await;
+                dev_sh("start", fault).await;
+                down.store(false, Ordering::SeqCst);
+                since.elapsed()
+            }));
         }
+        let fault_over = fault_task.as_ref().is_some_and(|task| task.is_finished());
+        if fault_over && bad_sent && uploads.len() > MIN_GOOD {
+            break;
+        }
+        tokio::time::sleep(PACE).await;
     }
+    let outage = fault_task.expect("the fault ran").await.expect("fault task");
+    let good = uploads.iter().filter(|(bad, _)| !bad).count();
     let mut ids = Vec::new();
     let mut lost = Vec::new();
-    for upload in uploads {
+    for (_, upload) in uploads {
         match upload.await.expect("upload task") {
             Ok(id) => ids.push(id),
             Err(why) => lost.push(why),
         }
     }
 
-    let stack = LocalStack::get();
-    let db = Database::connect(&stack.postgres_settings(stack.var("DATABASE_URL"))).await.expect("PostgreSQL after the round");
-    let results = ResultStore::new(DynamoTable::from_client(stack.dynamodb_client(), stack.var("RESULTS_TABLE")));
-    let finished = wait_finished(&db, &target.owner, &ids).await;
+    let finished = wait_finished(db, &target.owner, &ids).await;
     let mut done = 0;
     let mut failed_with_reason = 0;
     for id in &ids {
@@ -160,24 +188,25 @@ async fn round(target: &Arc<Target>, number: usize, fault: &'static str) -> Roun
             None => lost.push(format!("study {id} is not in PostgreSQL")),
         }
     }
-    let duplicated = duplicates(&db, &target.owner, started, ids.len()).await;
-    let stale_hot_copies_before_reads = stale_hot_copies(&db, &results, &finished).await;
+    let duplicated = duplicates(db, &target.owner, started, ids.len()).await;
+    let stale_hot_copies_before_reads = stale_hot_copies(db, results, &finished).await;
     // The API's reads repair a missing hot copy from PostgreSQL (read-through).
     for id in &ids {
         let _ = get_with_retries(target, &tally, &format!("/studies/{id}")).await;
     }
-    let stale_hot_copies_after_reads = stale_hot_copies(&db, &results, &finished).await;
+    let stale_hot_copies_after_reads = stale_hot_copies(db, results, &finished).await;
     let tally = std::mem::take(&mut *tally.lock().expect("tally"));
     Round {
         fault,
-        uploads: GOOD + 1,
+        good,
+        started_while_down,
         done,
         failed_with_reason,
         lost,
         duplicated,
         stale_hot_copies_before_reads,
         stale_hot_copies_after_reads,
-        answers_503: tally.api.get(&503).copied().unwrap_or(0),
+        answers_503: tally.answers_503,
         undocumented_5xx: tally.undocumented_5xx,
         unanswered: tally.api_unanswered,
         put_retries: tally.put_retries,
@@ -209,12 +238,7 @@ async fn upload(target: &Target, tally: &Mutex<Tally>, image: Vec<u8>, key: &str
         if Instant::now() > deadline {
             return Err(format!("{key}: image not stored after {UPLOAD_DEADLINE:?}"));
         }
-        let upload = &created["upload"];
-        let mut put = target.http.put(upload["url"].as_str().unwrap_or_default());
-        for header in upload["headers"].as_array().into_iter().flatten() {
-            put = put.header(header[0].as_str().unwrap_or_default(), header[1].as_str().unwrap_or_default());
-        }
-        match put.body(image.clone()).send().await {
+        match common::try_put(&target.http, &created["upload"], image.clone()).await {
             Ok(answer) if answer.status().is_success() || answer.status() == StatusCode::PRECONDITION_FAILED => return Ok(id),
             Ok(answer) if answer.status().is_client_error() => return Err(format!("{key}: PUT answered {}", answer.status())),
             _ => {
@@ -237,7 +261,7 @@ async fn answer(tally: &Mutex<Tally>, what: &str, request: reqwest::RequestBuild
     let body = response.json::<Value>().await.unwrap_or(Value::Null);
     {
         let mut tally = tally.lock().expect("tally");
-        *tally.api.entry(status.as_u16()).or_default() += 1;
+        tally.answers_503 += u32::from(status == StatusCode::SERVICE_UNAVAILABLE);
         if status.is_server_error() && !(status == StatusCode::SERVICE_UNAVAILABLE && retry_after.is_some()) {
             tally.undocumented_5xx.push(format!("{what}: {status} {body}"));
         }
@@ -248,10 +272,6 @@ async fn answer(tally: &Mutex<Tally>, what: &str, request: reqwest::RequestBuild
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     Some((status, body))
-}
-
-async fn get(target: &Target, path: &str) -> Option<(StatusCode, Value)> {
-    answer(&Mutex::new(Tally::default()), path, target.http.get(format!("{}{path}", target.api)).bearer_auth(&target.token)).await
 }
 
 async fn get_with_retries(target: &Target, tally: &Mutex<Tally>, path: &str) -> Option<Value> {
@@ -358,14 +378,15 @@ fn unreadable_png() -> Vec<u8> {
 
 fn matrix(rounds: &[Round]) -> String {
     let mut out = String::from(
-        "| fault | outage | uploads | done | failed (bad image, with reason) | lost | duplicated | API 503 (Retry-After) | other 5xx | unanswered | PUT retries | hot copies stale before reads / after |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
+        "| fault | outage | uploads (good + 1 bad) | begun while down | done | failed (bad image, with reason) | lost | duplicated | API 503 (Retry-After) | other 5xx | unanswered | PUT retries | hot copies stale before reads / after |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
     );
     for r in rounds {
         out.push_str(&format!(
-            "| {} | {:.1} s | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} |\n",
+            "| {} | {:.1} s | {} + 1 | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} |\n",
             r.fault,
             r.outage.as_secs_f64(),
-            r.uploads,
+            r.good,
+            r.started_while_down,
             r.done,
             r.failed_with_reason,
             r.lost.len(),

@@ -55,6 +55,7 @@ SCHEMATHESIS_VERSION=4.32.5
 # The owner the contract run (schemathesis) tests as, and its dev token.
 CONTRACT_OWNER=contract
 CONTRACT_TOKEN=local-dev-token-contract
+# The owner the fault suite (tests/faults.rs) uploads as, and its dev token.
 FAULTS_OWNER=faults
 FAULTS_TOKEN=local-dev-token-faults
 CARGO_DENY_VERSION=0.20.2

@@ -107,11 +107,16 @@ impl Platform {
 
 /// PUT to a presigned URL with exactly the signed headers.
 pub async fn put(upload: &serde_json::Value, body: Vec<u8>) -> reqwest::Response {
-    let mut put = reqwest::Client::new().put(upload["url"].as_str().expect("url"));
+    try_put(&reqwest::Client::new(), upload, body).await.expect("PUT")
+}
+
+/// [`put`] through `client`, for callers that retry when no answer comes.
+pub async fn try_put(client: &reqwest::Client, upload: &serde_json::Value, body: Vec<u8>) -> reqwest::Result<reqwest::Response> {
+    let mut put = client.put(upload["url"].as_str().expect("url"));
     for header in upload["headers"].as_array().expect("headers") {
         put = put.header(header[0].as_str().expect("name"), header[1].as_str().expect("value"));
     }
-    put.body(body).send().await.expect("PUT")
+    put.body(body).send().await
 }
 
 pub fn sample_image() -> Vec<u8> {

@@ -134,7 +134,7 @@ one_service() {
   if [ "$action" = stop ]; then
     if [ "$name" = postgres ]; then stop_postgres; else stop_pidfile "$name"; fi
   else
-    [ -f "$STACK_DIR/env" ] || write_env
+    write_env
     # shellcheck disable=SC1091
     source "$STACK_DIR/env"
     "start_$name"
@@ -174,6 +174,8 @@ export DEIDENTIFY_SECRET=local-development-only-deidentify-secret
 export CXR_PYTHON=$TOOLS_DIR/pytools/bin/python
 export API_DEV_TOKENS=local-dev-token-alice=alice,local-dev-token-bob00=bob,$CONTRACT_TOKEN=$CONTRACT_OWNER,$FAULTS_TOKEN=$FAULTS_OWNER
 export API_ADDR=127.0.0.1:$API_PORT
+export CXR_FAULTS_OWNER=$FAULTS_OWNER
+export CXR_FAULTS_TOKEN=$FAULTS_TOKEN
 export AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME=http://127.0.0.1:$MODEL_PORT
 export MODEL_ENDPOINT_NAME=cxr-local
 EOF
