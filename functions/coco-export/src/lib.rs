@@ -31,8 +31,28 @@ pub struct CocoSettings {
     pub include_model_boxes: bool,
     /// `COCO_MODEL_SCORE_THRESHOLD` (default 0.5).
     pub model_score_threshold: f32,
-    /// `DEIDENTIFY_SECRET`: keys the replacement DICOM UIDs.
-    pub deidentify_secret: Secret,
+    /// Keys the replacement DICOM UIDs.
+    pub deidentify_secret: DeidentifySecret,
+}
+
+/// Where the de-identification key comes from.
+#[derive(Clone, Debug)]
+pub enum DeidentifySecret {
+    /// `DEIDENTIFY_SECRET`: the key itself (the local stack, tests).
+    Inline(Secret),
+    /// `DEIDENTIFY_SECRET_ARN`: a Secrets Manager secret whose JSON key
+    /// `secret` is the key, read at start (in AWS).
+    SecretArn(String),
+}
+
+/// Shorter keys make the replacement UIDs guessable.
+const MIN_DEIDENTIFY_SECRET: usize = 16;
+
+fn checked_deidentify_secret(name: &'static str, secret: Secret) -> Result<Secret, ConfigError> {
+    if secret.expose().len() < MIN_DEIDENTIFY_SECRET {
+        return Err(ConfigError::Malformed { name, reason: format!("must be at least {MIN_DEIDENTIFY_SECRET} characters") });
+    }
+    Ok(secret)
 }
 
 impl CocoSettings {
@@ -51,17 +71,21 @@ impl CocoSettings {
         if !(0.0..=1.0).contains(&model_score_threshold) {
             return Err(ConfigError::Malformed { name: "COCO_MODEL_SCORE_THRESHOLD", reason: "must be 0 to 1".into() });
         }
-        let secret = env.required("DEIDENTIFY_SECRET", "secret that keys replacement DICOM UIDs (keep it stable)")?;
-        if secret.len() < 16 {
-            return Err(ConfigError::Malformed { name: "DEIDENTIFY_SECRET", reason: "must be at least 16 characters".into() });
-        }
+        let deidentify_secret = match env.get("DEIDENTIFY_SECRET_ARN") {
+            Some(arn) if arn.starts_with("arn:") => DeidentifySecret::SecretArn(arn),
+            Some(_) => return Err(ConfigError::Malformed { name: "DEIDENTIFY_SECRET_ARN", reason: "not an ARN".into() }),
+            None => DeidentifySecret::Inline(checked_deidentify_secret(
+                "DEIDENTIFY_SECRET",
+                Secret::new(env.required("DEIDENTIFY_SECRET", "secret that keys replacement DICOM UIDs (keep it stable), or DEIDENTIFY_SECRET_ARN")?),
+            )?),
+        };
         Ok(Self {
             destination,
             chunk_studies,
             validation_percent,
             include_model_boxes: env.flag_or("COCO_INCLUDE_MODEL_BOXES", false)?,
             model_score_threshold,
-            deidentify_secret: Secret::new(secret),
+            deidentify_secret,
         })
     }
 }
@@ -92,7 +116,13 @@ impl CocoExportJob {
             Destination::Local(root) => DataMart::Local { root: root.clone() },
         };
         let db = Database::connect(&PostgresSettings::from_env(env)?).await?;
-        let key = UidKey::new(settings.deidentify_secret.expose());
+        let secret = match &settings.deidentify_secret {
+            DeidentifySecret::Inline(secret) => secret.clone(),
+            DeidentifySecret::SecretArn(arn) => {
+                checked_deidentify_secret("DEIDENTIFY_SECRET_ARN", cxr_platform::secrets::JsonSecret::read(&sdk, arn).await?.get("secret")?)?
+            }
+        };
+        let key = UidKey::new(secret.expose());
         Ok(Self { db, images, mart, key, settings, job })
     }
 
@@ -134,6 +164,7 @@ mod tests {
             ("COCO_CHUNK_STUDIES", "0"),
             ("COCO_DESTINATION", "ftp://x/y"),
             ("DEIDENTIFY_SECRET", "short"),
+            ("DEIDENTIFY_SECRET_ARN", "cxr/dev/deidentify"),
         ] {
             let mut pairs = vec![secret, ("COCO_DESTINATION", "/tmp/mart")];
             pairs.retain(|(n, _)| *n != name);

@@ -91,23 +91,54 @@ impl fmt::Debug for Secret {
 /// PostgreSQL (Amazon RDS): the system of record.
 #[derive(Clone, Debug)]
 pub struct PostgresSettings {
-    /// `postgres://user:password@host:port/db?sslmode=...`
-    pub url: Secret,
+    pub login: PostgresLogin,
     pub max_connections: u32,
     pub connect_timeout: Duration,
 }
 
+/// How to log in to PostgreSQL.
+#[derive(Clone, Debug)]
+pub enum PostgresLogin {
+    /// `DATABASE_URL`: `postgres://user:password@host:port/db?sslmode=...`
+    /// (the local stack, operators' tools).
+    Url(Secret),
+    /// `DATABASE_AUTH=iam` with `DATABASE_HOST`, `DATABASE_PORT`,
+    /// `DATABASE_NAME`, `DATABASE_USER`: RDS (Proxy) IAM authentication, a
+    /// fresh 15-minute token for every new connection and TLS verified
+    /// against the public roots (in AWS: no password anywhere).
+    Iam { host: String, port: u16, database: String, user: String },
+}
+
 impl PostgresSettings {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let url = env.required("DATABASE_URL", "postgres://user:password@host:5432/database")?;
-        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-            return Err(ConfigError::Malformed { name: "DATABASE_URL", reason: "must start with postgres:// or postgresql://".into() });
-        }
+        let login = match env.get("DATABASE_AUTH").map(|v| v.trim().to_ascii_lowercase()) {
+            Some(auth) if auth == "iam" => PostgresLogin::Iam {
+                host: env.required("DATABASE_HOST", "the RDS Proxy (or instance) endpoint")?,
+                port: env.parsed_or("DATABASE_PORT", 5432u16)?,
+                database: env.required("DATABASE_NAME", "the database name")?,
+                user: env.required("DATABASE_USER", "the database user IAM logs in as")?,
+            },
+            Some(auth) if auth != "password" => {
+                return Err(ConfigError::Malformed { name: "DATABASE_AUTH", reason: format!("{auth:?} is neither \"iam\" nor \"password\"") });
+            }
+            _ => {
+                let url = env.required("DATABASE_URL", "postgres://user:password@host:5432/database")?;
+                if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                    return Err(ConfigError::Malformed { name: "DATABASE_URL", reason: "must start with postgres:// or postgresql://".into() });
+                }
+                PostgresLogin::Url(Secret::new(url))
+            }
+        };
         let max_connections = env.parsed_or("DATABASE_MAX_CONNECTIONS", 5u32)?;
         if max_connections == 0 {
             return Err(ConfigError::Malformed { name: "DATABASE_MAX_CONNECTIONS", reason: "must be at least 1".into() });
         }
-        Ok(Self { url: Secret::new(url), max_connections, connect_timeout: env.seconds_or("DATABASE_CONNECT_TIMEOUT_SECS", Duration::from_secs(5))? })
+        Ok(Self { login, max_connections, connect_timeout: env.seconds_or("DATABASE_CONNECT_TIMEOUT_SECS", Duration::from_secs(5))? })
+    }
+
+    /// Settings that log in with a connection URL.
+    pub fn from_url(url: &str, max_connections: u32, connect_timeout: Duration) -> Self {
+        Self { login: PostgresLogin::Url(Secret::new(url.to_owned())), max_connections, connect_timeout }
     }
 }
 
@@ -178,22 +209,44 @@ impl DynamoSettings {
 /// DocumentDB (MongoDB wire protocol): the warehouse.
 #[derive(Clone, Debug)]
 pub struct DocumentDbSettings {
-    /// `mongodb://user:password@host:27017/?tls=true&...`
-    pub uri: Secret,
+    pub login: DocumentDbLogin,
     pub database: String,
+}
+
+/// How to reach DocumentDB.
+#[derive(Clone, Debug)]
+pub enum DocumentDbLogin {
+    /// `DOCUMENTDB_URI`: `mongodb://user:password@host:27017/?tls=true&...`.
+    Uri(Secret),
+    /// `DOCUMENTDB_SECRET_ARN`: the cluster's Secrets Manager secret
+    /// (`username`, `password`, `host`, `port`), read at start; TLS against
+    /// the RDS CA bundle compiled into the binary.
+    SecretArn(String),
 }
 
 impl DocumentDbSettings {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let uri = env.required("DOCUMENTDB_URI", "mongodb://user:password@host:27017/?tls=true")?;
-        if !(uri.starts_with("mongodb://") || uri.starts_with("mongodb+srv://")) {
-            return Err(ConfigError::Malformed { name: "DOCUMENTDB_URI", reason: "must start with mongodb://".into() });
-        }
+        let login = match env.get("DOCUMENTDB_SECRET_ARN") {
+            Some(arn) if arn.starts_with("arn:") => DocumentDbLogin::SecretArn(arn),
+            Some(_) => return Err(ConfigError::Malformed { name: "DOCUMENTDB_SECRET_ARN", reason: "not an ARN".into() }),
+            None => {
+                let uri = env.required("DOCUMENTDB_URI", "mongodb://user:password@host:27017/?tls=true (or DOCUMENTDB_SECRET_ARN)")?;
+                if !(uri.starts_with("mongodb://") || uri.starts_with("mongodb+srv://")) {
+                    return Err(ConfigError::Malformed { name: "DOCUMENTDB_URI", reason: "must start with mongodb://".into() });
+                }
+                DocumentDbLogin::Uri(Secret::new(uri))
+            }
+        };
         let database = env.get("DOCUMENTDB_DATABASE").unwrap_or_else(|| "cxr_warehouse".into());
         if database.is_empty() || database.len() > 63 || database.contains(['/', '\\', '.', ' ', '"', '$']) {
             return Err(ConfigError::Malformed { name: "DOCUMENTDB_DATABASE", reason: format!("{database:?} is not a valid database name") });
         }
-        Ok(Self { uri: Secret::new(uri), database })
+        Ok(Self { login, database })
+    }
+
+    /// Settings that connect with a connection string.
+    pub fn from_uri(uri: &str, database: &str) -> Self {
+        Self { login: DocumentDbLogin::Uri(Secret::new(uri.to_owned())), database: database.to_owned() }
     }
 }
 
@@ -235,5 +288,21 @@ mod tests {
         assert!(!format!("{s:?}").contains("hunter2"));
         let d = DocumentDbSettings::from_env(&env(&[("DOCUMENTDB_URI", "mongodb://h:1")])).expect("valid");
         assert_eq!(d.database, "cxr_warehouse");
+    }
+
+    #[test]
+    fn in_aws_the_logins_name_no_password() {
+        let e = env(&[("DATABASE_AUTH", "iam"), ("DATABASE_HOST", "proxy.example"), ("DATABASE_NAME", "cxr"), ("DATABASE_USER", "cxr")]);
+        let s = PostgresSettings::from_env(&e).expect("valid");
+        assert!(matches!(s.login, PostgresLogin::Iam { ref host, port: 5432, .. } if host == "proxy.example"));
+        let e = env(&[("DATABASE_AUTH", "iam"), ("DATABASE_NAME", "cxr"), ("DATABASE_USER", "cxr")]);
+        assert!(matches!(PostgresSettings::from_env(&e), Err(ConfigError::Missing { name: "DATABASE_HOST", .. })));
+        let e = env(&[("DATABASE_AUTH", "kerberos"), ("DATABASE_URL", "postgres://x@y/z")]);
+        assert!(matches!(PostgresSettings::from_env(&e), Err(ConfigError::Malformed { name: "DATABASE_AUTH", .. })));
+        let arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:cxr/dev/documentdb-AbCdEf";
+        let d = DocumentDbSettings::from_env(&env(&[("DOCUMENTDB_SECRET_ARN", arn)])).expect("valid");
+        assert!(matches!(d.login, DocumentDbLogin::SecretArn(ref a) if a == arn));
+        let err = DocumentDbSettings::from_env(&env(&[("DOCUMENTDB_SECRET_ARN", "cxr/dev/documentdb")])).unwrap_err();
+        assert!(matches!(err, ConfigError::Malformed { name: "DOCUMENTDB_SECRET_ARN", .. }));
     }
 }

@@ -12,7 +12,8 @@
 //! - [`imaging`]: what an uploaded image is, from its headers.
 //!
 //! Each adapter, `imaging` and `jobs` sit behind a cargo feature of the same
-//! name (`s3`, `postgres`, `dynamodb`, `documentdb`, `imaging`, `jobs`;
+//! name (`s3`, `postgres`, `dynamodb`, `documentdb`, `imaging`, `jobs`,
+//! `secrets` for credentials read from Secrets Manager at start;
 //! `testing` for tests only), so a function compiles only what it uses.
 
 pub mod aws;
@@ -23,6 +24,8 @@ pub use cxr_domain as domain;
 pub mod imaging;
 #[cfg(feature = "jobs")]
 pub mod jobs;
+#[cfg(feature = "secrets")]
+pub mod secrets;
 pub mod storage;
 pub mod telemetry;
 

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use cxr_platform::config::{DocumentDbSettings, Secret};
+use cxr_platform::config::DocumentDbSettings;
 use cxr_platform::storage::documentdb::{UpsertCounts, Warehouse, WarehouseError};
 use cxr_platform::testing::{LocalStack, closed_port};
 use mongodb::bson::doc;
@@ -83,10 +83,8 @@ async fn unique_indexes_reject_duplicates() {
 
 #[tokio::test]
 async fn unreachable_server_fails_fast_with_a_clear_error() {
-    let settings = DocumentDbSettings {
-        uri: Secret::new(format!("mongodb://127.0.0.1:{}/?directConnection=true&serverSelectionTimeoutMS=1000", closed_port())),
-        database: "warehouse".into(),
-    };
+    let settings =
+        DocumentDbSettings::from_uri(&format!("mongodb://127.0.0.1:{}/?directConnection=true&serverSelectionTimeoutMS=1000", closed_port()), "warehouse");
     let started = Instant::now();
     match Warehouse::connect(&settings).await {
         Err(e @ WarehouseError::Unavailable(_)) => assert!(e.to_string().contains("unreachable")),
@@ -94,6 +92,6 @@ async fn unreachable_server_fails_fast_with_a_clear_error() {
     }
     assert!(started.elapsed() < Duration::from_secs(10));
 
-    let bad = DocumentDbSettings { uri: Secret::new("mongodb://".into()), database: "warehouse".into() };
+    let bad = DocumentDbSettings::from_uri("mongodb://", "warehouse");
     assert!(matches!(Warehouse::connect(&bad).await, Err(WarehouseError::InvalidUri(_))));
 }

@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use cxr_platform::config::PostgresSettings;
-use cxr_platform::config::Secret;
 use cxr_platform::domain::{LabelSets, MediaType, ObjectKey, Owner, PixelBox, Sha256Digest, StudyStatus};
 use cxr_platform::storage::postgres::studies::{FindingSource, ImageFacts, NewAnnotation, NewFinding, NewInferenceRun, NewStudy};
 use cxr_platform::storage::postgres::{Database, DbError, MIGRATOR};
@@ -211,11 +210,7 @@ async fn job_runs_record_watermarks_and_failures() {
 
 #[tokio::test]
 async fn unreachable_server_fails_fast_with_a_clear_error() {
-    let settings = PostgresSettings {
-        url: Secret::new(format!("postgres://cxr:x@127.0.0.1:{}/cxr", closed_port())),
-        max_connections: 2,
-        connect_timeout: Duration::from_secs(2),
-    };
+    let settings = PostgresSettings::from_url(&format!("postgres://cxr:x@127.0.0.1:{}/cxr", closed_port()), 2, Duration::from_secs(2));
     let started = Instant::now();
     match Database::connect(&settings).await {
         Err(e @ DbError::Unavailable(_)) => assert!(e.to_string().contains("unreachable"), "{e}"),

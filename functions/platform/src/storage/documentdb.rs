@@ -9,12 +9,17 @@ use std::time::Duration;
 use futures::TryStreamExt;
 use mongodb::bson::{self, Bson, Document, doc};
 use mongodb::error::{ErrorKind, WriteFailure};
-use mongodb::options::{ClientOptions, IndexOptions};
+use mongodb::options::{ClientOptions, Credential, IndexOptions, Tls, TlsOptions};
 use mongodb::{Client, Collection, Database, IndexModel};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::config::DocumentDbSettings;
+use crate::config::{DocumentDbLogin, DocumentDbSettings};
+use crate::secrets::JsonSecret;
+
+/// The Amazon RDS certificate authorities, which sign DocumentDB's server
+/// certificates (`functions/platform/certs/README.md`).
+const RDS_CA_BUNDLE: &str = include_str!("../../certs/rds-ca-bundle.pem");
 
 const DUPLICATE_KEY: i32 = 11000;
 
@@ -71,7 +76,10 @@ impl Warehouse {
     /// Connects and checks the server answers, so a wrong address fails here
     /// rather than at the first write.
     pub async fn connect(settings: &DocumentDbSettings) -> Result<Self, WarehouseError> {
-        let mut options = ClientOptions::parse(settings.uri.expose()).await.map_err(|e| WarehouseError::InvalidUri(e.to_string()))?;
+        let mut options = match &settings.login {
+            DocumentDbLogin::Uri(uri) => ClientOptions::parse(uri.expose()).await.map_err(|e| WarehouseError::InvalidUri(e.to_string()))?,
+            DocumentDbLogin::SecretArn(arn) => Self::options_from_secret(arn).await?,
+        };
         // The driver's default is 30 s, far too long for a health check or a
         // Lambda that should fail fast and be retried.
         options.server_selection_timeout.get_or_insert(Duration::from_secs(10));
@@ -81,6 +89,25 @@ impl Warehouse {
         let warehouse = Self { database: client.database(&settings.database), client };
         warehouse.ping().await?;
         Ok(warehouse)
+    }
+
+    /// Amazon DocumentDB's connection, from the cluster's secret: TLS against
+    /// the bundled RDS CAs, the replica set `rs0`, reads from secondaries,
+    /// and no retryable writes (DocumentDB has none).
+    async fn options_from_secret(arn: &str) -> Result<ClientOptions, WarehouseError> {
+        let sdk = crate::aws::load_sdk_config().await.map_err(|e| WarehouseError::InvalidUri(e.to_string()))?;
+        let secret = JsonSecret::read(&sdk, arn).await.map_err(|e| WarehouseError::Unavailable(e.to_string()))?;
+        let field = |key| secret.get(key).map_err(|e| WarehouseError::InvalidUri(e.to_string()));
+        let (host, port) = (field("host")?, field("port")?);
+        let uri = format!("mongodb://{}:{}/?replicaSet=rs0&readPreference=secondaryPreferred&retryWrites=false", host.expose(), port.expose());
+        let mut options = ClientOptions::parse(&uri).await.map_err(|e| WarehouseError::InvalidUri(e.to_string()))?;
+        options.credential =
+            Some(Credential::builder().username(field("username")?.expose().to_owned()).password(field("password")?.expose().to_owned()).build());
+        // The driver reads CAs from a file only.
+        let ca_file = std::env::temp_dir().join("cxr-rds-ca-bundle.pem");
+        std::fs::write(&ca_file, RDS_CA_BUNDLE).map_err(|e| WarehouseError::Other(format!("writing the CA bundle to {}: {e}", ca_file.display())))?;
+        options.tls = Some(Tls::Enabled(TlsOptions::builder().ca_file_path(ca_file).build()));
+        Ok(options)
     }
 
     pub async fn ping(&self) -> Result<(), WarehouseError> {

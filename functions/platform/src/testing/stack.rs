@@ -10,7 +10,7 @@ use std::time::Duration;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_s3::config::{Credentials, SharedCredentialsProvider};
 
-use crate::config::{DocumentDbSettings, Env, PostgresSettings, Secret};
+use crate::config::{DocumentDbSettings, Env, PostgresSettings};
 use crate::storage::documentdb::Warehouse;
 use crate::storage::dynamodb::DynamoTable;
 use crate::storage::postgres::Database;
@@ -162,7 +162,7 @@ impl LocalStack {
     }
 
     pub fn postgres_settings(&self, url: &str) -> PostgresSettings {
-        PostgresSettings { url: Secret::new(url.to_owned()), max_connections: 4, connect_timeout: Duration::from_secs(10) }
+        PostgresSettings::from_url(url, 4, Duration::from_secs(10))
     }
 
     /// A new, empty bucket of its own.
@@ -181,7 +181,7 @@ impl LocalStack {
 
     /// A warehouse database of its own (created on first write).
     pub async fn fresh_warehouse(&self) -> Warehouse {
-        let settings = DocumentDbSettings { uri: Secret::new(self.var("DOCUMENTDB_URI").to_owned()), database: unique_name("test_") };
+        let settings = DocumentDbSettings::from_uri(self.var("DOCUMENTDB_URI"), &unique_name("test_"));
         Warehouse::connect(&settings).await.expect("connect to the local DocumentDB stand-in")
     }
 }

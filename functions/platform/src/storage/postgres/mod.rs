@@ -4,6 +4,7 @@
 //! built from values. Schema changes are versioned migrations under
 //! `functions/platform/migrations`, applied by `cxr-admin migrate`.
 
+mod iam;
 pub mod idempotency;
 pub mod job_runs;
 pub mod studies;
@@ -13,7 +14,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres, Transaction};
 use std::str::FromStr;
 
-use crate::config::PostgresSettings;
+use crate::config::{PostgresLogin, PostgresSettings};
 use crate::domain::LabelSets;
 
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
@@ -71,11 +72,24 @@ pub struct Database {
 
 impl Database {
     /// Opens the pool and one connection, so a wrong address or password
-    /// fails here, within `connect_timeout`.
+    /// fails here, within `connect_timeout`. With IAM authentication the
+    /// pool's login is renewed before each token expires (tokens last 15
+    /// minutes and are checked only when a connection opens).
     pub async fn connect(settings: &PostgresSettings) -> Result<Self, DbError> {
-        let options = PgConnectOptions::from_str(settings.url.expose()).map_err(|e| DbError::InvalidUrl(e.to_string()))?;
-        let pool = PgPoolOptions::new().max_connections(settings.max_connections).acquire_timeout(settings.connect_timeout).connect_with(options).await?;
-        Ok(Self { pool })
+        let pool_options = PgPoolOptions::new().max_connections(settings.max_connections).acquire_timeout(settings.connect_timeout);
+        match &settings.login {
+            PostgresLogin::Url(url) => {
+                let options = PgConnectOptions::from_str(url.expose()).map_err(|e| DbError::InvalidUrl(e.to_string()))?;
+                Ok(Self { pool: pool_options.connect_with(options).await? })
+            }
+            PostgresLogin::Iam { host, port, database, user } => {
+                let sdk = crate::aws::load_sdk_config().await.map_err(|e| DbError::InvalidUrl(e.to_string()))?;
+                let login = iam::IamLogin::new(sdk, host, *port, database, user)?;
+                let pool = pool_options.connect_with(login.options().await?).await?;
+                login.renew_in_background(pool.clone());
+                Ok(Self { pool })
+            }
+        }
     }
 
     pub fn from_pool(pool: PgPool) -> Self {
