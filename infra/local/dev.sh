@@ -59,6 +59,12 @@ CONTRACT_TOKEN=local-dev-token-contract
 FAULTS_OWNER=faults
 FAULTS_TOKEN=local-dev-token-faults
 CARGO_DENY_VERSION=0.20.2
+# The deployment checks (infra/template.yaml, model-server/Dockerfile).
+SAM_CLI_VERSION=1.170.0
+CFN_LINT_VERSION=1.58.0
+CFN_LINT_SERVERLESS_VERSION=0.3.6
+CHECKOV_VERSION=3.3.30
+HADOLINT_VERSION=2.15.1
 
 # Credentials of the local stand-ins only; they guard nothing outside this machine.
 ACCESS_KEY=cxr-local-access-key

