@@ -33,6 +33,8 @@ pub enum LengthError {
     LongerThanFile { tag: String, declared: u64, left: u64 },
     #[error("the file's data set is deflated, which is not accepted")]
     Deflated,
+    #[error("the data set cannot be walked element by element ({0}); it is not read further")]
+    Unwalkable(String),
 }
 
 const TRANSFER_SYNTAX: Tag = Tag(0x0002, 0x0010);
@@ -94,13 +96,17 @@ fn walk_meta_group(bytes: &[u8], start: usize) -> Result<Option<(usize, String)>
 }
 
 /// The data set, token by token, values skipped after their length is
-/// checked. Stops quietly where the lazy reader fails: the real read fails
-/// at the same place.
+/// checked. A data set the lazy reader cannot walk to its end is refused:
+/// dicom-parser's eager reader does not always fail where the lazy one does
+/// (it read on past a stray item delimiter in
+/// `fuzz/artifacts/describe_image/oom-2b0e697f…` and then allocated a 4 GB
+/// declared length this walk never reached), so only a file walked whole
+/// is known to hold no lying length.
 fn walk_data_set(data_set: &[u8], syntax: &dicom_encoding::TransferSyntax) -> Result<(), LengthError> {
     let total = data_set.len() as u64;
-    let Ok(mut reader) = LazyDataSetReader::new_with_ts(Cursor::new(data_set), syntax) else { return Ok(()) };
+    let mut reader = LazyDataSetReader::new_with_ts(Cursor::new(data_set), syntax).map_err(|e| LengthError::Unwalkable(e.to_string()))?;
     while let Some(token) = reader.advance() {
-        let Ok(token) = token else { return Ok(()) };
+        let token = token.map_err(|e| LengthError::Unwalkable(e.to_string()))?;
         let (tag, declared, position) = match &token {
             LazyDataToken::LazyValue { header, decoder } => (header.tag(), header.length().get(), decoder.position()),
             LazyDataToken::LazyItemValue { len, decoder } => (Tag(0xFFFE, 0xE000), Some(*len), decoder.position()),
@@ -116,9 +122,7 @@ fn walk_data_set(data_set: &[u8], syntax: &dicom_encoding::TransferSyntax) -> Re
                 return Err(longer_than_file(tag, declared, left));
             }
         }
-        if token.skip().is_err() {
-            return Ok(());
-        }
+        token.skip().map_err(|e| LengthError::Unwalkable(e.to_string()))?;
     }
     Ok(())
 }
@@ -194,8 +198,21 @@ mod tests {
     }
 
     #[test]
-    fn the_fuzzers_finding_is_refused() {
+    fn the_fuzzers_findings_are_refused() {
         let finding = include_bytes!("../../../fuzz/artifacts/describe_image/oom-123d00fb5b3da75a8ac902585b2785577e9ce6fc");
         assert!(matches!(check_lengths(finding), Err(LengthError::LongerThanFile { .. })), "{:?}", check_lengths(finding));
+        // A stray item delimiter the lazy walk stops at, and the eager read
+        // goes past to a 4 GB length.
+        let finding = include_bytes!("../../../fuzz/artifacts/describe_image/oom-2b0e697f232835b426481eebb8ed79338c7b9dff");
+        assert!(check_lengths(finding).is_err(), "{:?}", check_lengths(finding));
+    }
+
+    #[test]
+    fn a_data_set_that_stops_being_walkable_is_refused() {
+        let mut whole = file(uids::EXPLICIT_VR_LITTLE_ENDIAN);
+        // A stray item delimiter, then an element declaring 4 GB.
+        whole.extend_from_slice(&[0xFE, 0xFF, 0x0D, 0xE0, 0, 0, 0, 0]);
+        whole.extend_from_slice(&[0x09, 0x00, 0x10, 0x00, b'O', b'B', 0, 0, 0xF0, 0xFF, 0xFF, 0xFF]);
+        assert!(check_lengths(&whole).is_err(), "{:?}", check_lengths(&whole));
     }
 }

@@ -53,7 +53,7 @@ pub fn s3_event(data: &[u8]) {
 /// then lambda_http's conversion into the request the Router sees.
 pub fn api_gateway_event(data: &[u8]) {
     let Ok(event) = serde_json::from_slice::<lambda_http::request::LambdaRequest>(data) else { return };
-    if cxr_api::lambda::body_decodes(&event) {
+    if cxr_api::lambda::event_converts(&event) {
         let _ = lambda_http::Request::from(event);
     }
 }

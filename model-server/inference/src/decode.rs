@@ -124,7 +124,7 @@ fn decode_dicom(bytes: &[u8], limits: &Limits) -> Result<Decoded, DecodeError> {
     let corrupt = |reason: String| DecodeError::Corrupt { format, reason };
     cxr_dicom_guard::check_lengths(bytes).map_err(|e| match e {
         cxr_dicom_guard::LengthError::Deflated => DecodeError::Unsupported { format, reason: e.to_string() },
-        cxr_dicom_guard::LengthError::LongerThanFile { .. } => corrupt(e.to_string()),
+        cxr_dicom_guard::LengthError::LongerThanFile { .. } | cxr_dicom_guard::LengthError::Unwalkable(_) => corrupt(e.to_string()),
     })?;
     let object = OpenFileOptions::new().read_preamble(ReadPreamble::Auto).from_reader(Cursor::new(bytes)).map_err(|e| corrupt(e.to_string()))?;
     let number = |tag| object.get(tag).and_then(|e| e.to_int::<u64>().ok());
