@@ -15,8 +15,8 @@
 
 use std::io::Cursor;
 
-use dicom_core::Tag;
 use dicom_core::header::{HasLength, Header, Length};
+use dicom_core::{Tag, VR};
 use dicom_encoding::Codec;
 use dicom_encoding::TransferSyntaxIndex;
 use dicom_encoding::decode::Decode;
@@ -114,6 +114,17 @@ fn walk_data_set(data_set: &[u8], syntax: &dicom_encoding::TransferSyntax) -> Re
             LazyDataToken::SequenceStart { tag, len } => (*tag, len.get(), 0),
             _ => (Tag(0, 0), None, 0),
         };
+        // dicom-parser reads a binary value as `len / size` numbers but
+        // counts `len` bytes read: a length that is no multiple of the size
+        // leaves its reader out of step with the file (and with this walk),
+        // reading lengths from the middle of values
+        // (`fuzz/artifacts/describe_image/oom-fe2f278f…`: a UL of 49 bytes).
+        if let LazyDataToken::LazyValue { header, .. } = &token
+            && let (Some(size), Some(len)) = (value_size(header.vr()), header.length().get())
+            && len % size != 0
+        {
+            return Err(LengthError::Unwalkable(format!("{} ({:?}) is {len} bytes long, not a multiple of {size}", header.tag(), header.vr())));
+        }
         // Item and sequence starts carry no decoder: their length is checked
         // against the whole data set (their values are checked one by one).
         if let Some(declared) = declared.map(u64::from) {
@@ -125,6 +136,17 @@ fn walk_data_set(data_set: &[u8], syntax: &dicom_encoding::TransferSyntax) -> Re
         token.skip().map_err(|e| LengthError::Unwalkable(e.to_string()))?;
     }
     Ok(())
+}
+
+/// The size of one number of a binary VR, as dicom-parser's
+/// `read_value_*` divide lengths by it; `None` for VRs read as bytes or text.
+fn value_size(vr: VR) -> Option<u32> {
+    match vr {
+        VR::US | VR::OW | VR::SS => Some(2),
+        VR::UL | VR::OL | VR::SL | VR::FL | VR::OF | VR::AT => Some(4),
+        VR::FD | VR::OD | VR::SV | VR::UV | VR::OV => Some(8),
+        _ => None,
+    }
 }
 
 fn longer_than_file(tag: Tag, declared: u64, left: u64) -> LengthError {
@@ -205,6 +227,9 @@ mod tests {
         // goes past to a 4 GB length.
         let finding = include_bytes!("../../../fuzz/artifacts/describe_image/oom-2b0e697f232835b426481eebb8ed79338c7b9dff");
         assert!(check_lengths(finding).is_err(), "{:?}", check_lengths(finding));
+        // A UL of 49 bytes: the eager read steps 48 and reads on out of step.
+        let finding = include_bytes!("../../../fuzz/artifacts/describe_image/oom-fe2f278fa3af5f21a2c1cc459a676f20dba2ebad");
+        assert!(matches!(check_lengths(finding), Err(LengthError::Unwalkable(_))), "{:?}", check_lengths(finding));
     }
 
     #[test]
