@@ -105,8 +105,32 @@ fn walk_meta_group(bytes: &[u8], start: usize) -> Result<Option<(usize, String)>
 fn walk_data_set(data_set: &[u8], syntax: &dicom_encoding::TransferSyntax) -> Result<(), LengthError> {
     let total = data_set.len() as u64;
     let mut reader = LazyDataSetReader::new_with_ts(Cursor::new(data_set), syntax).map_err(|e| LengthError::Unwalkable(e.to_string()))?;
+    // The open sequences and items, as the tokens say: dicom-parser 0.10's
+    // lazy reader `expect`s to be inside a sequence when it meets an item
+    // header after an item ended, and panics otherwise
+    // (`fuzz/artifacts/describe_image/crash-3f1721ec…`), so the walk stops
+    // at the first token that does not nest.
+    let mut open: Vec<Nesting> = Vec::new();
     while let Some(token) = reader.advance() {
         let token = token.map_err(|e| LengthError::Unwalkable(e.to_string()))?;
+        let nests = match &token {
+            LazyDataToken::SequenceStart { .. } | LazyDataToken::PixelSequenceStart => {
+                open.push(Nesting::Sequence);
+                true
+            }
+            LazyDataToken::ItemStart { .. } => {
+                let inside_a_sequence = open.last() == Some(&Nesting::Sequence);
+                open.push(Nesting::Item);
+                inside_a_sequence
+            }
+            // After an item the reader expects its sequence around it.
+            LazyDataToken::ItemEnd => open.pop() == Some(Nesting::Item) && open.last() == Some(&Nesting::Sequence),
+            LazyDataToken::SequenceEnd => open.pop() == Some(Nesting::Sequence),
+            _ => true,
+        };
+        if !nests {
+            return Err(LengthError::Unwalkable(format!("{token:?} does not nest in the sequences and items around it")));
+        }
         let (tag, declared, position) = match &token {
             LazyDataToken::LazyValue { header, decoder } => (header.tag(), header.length().get(), decoder.position()),
             LazyDataToken::LazyItemValue { len, decoder } => (Tag(0xFFFE, 0xE000), Some(*len), decoder.position()),
@@ -136,6 +160,12 @@ fn walk_data_set(data_set: &[u8], syntax: &dicom_encoding::TransferSyntax) -> Re
         token.skip().map_err(|e| LengthError::Unwalkable(e.to_string()))?;
     }
     Ok(())
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Nesting {
+    Sequence,
+    Item,
 }
 
 /// The size of one number of a binary VR, as dicom-parser's
@@ -229,6 +259,9 @@ mod tests {
         assert!(check_lengths(finding).is_err(), "{:?}", check_lengths(finding));
         // A UL of 49 bytes: the eager read steps 48 and reads on out of step.
         let finding = include_bytes!("../../../fuzz/artifacts/describe_image/oom-fe2f278fa3af5f21a2c1cc459a676f20dba2ebad");
+        assert!(matches!(check_lengths(finding), Err(LengthError::Unwalkable(_))), "{:?}", check_lengths(finding));
+        // An item header where the lazy reader has no sequence open (it panics).
+        let finding = include_bytes!("../../../fuzz/artifacts/describe_image/crash-3f1721ec11ed32d09dcd728206f4e9abf9fc4e71");
         assert!(matches!(check_lengths(finding), Err(LengthError::Unwalkable(_))), "{:?}", check_lengths(finding));
     }
 
