@@ -18,7 +18,7 @@ use lambda_http::{Adapter, BoxFuture};
 
 /// Serves `app` to the Lambda runtime until the runtime stops.
 pub async fn run(app: Router) -> Result<(), lambda_http::Error> {
-    lambda_runtime::run(RefuseUndecodableBodies(Adapter::from(app))).await
+    lambda_runtime::run(RefuseMalformedEvents(Adapter::from(app))).await
 }
 
 /// Whether lambda_http can turn the event into a request without
@@ -62,9 +62,9 @@ fn uri_of(event: &lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequest
 
 /// Answers an invocation error for an event lambda_http would panic on
 /// ([`event_converts`]); passes every other event to lambda_http.
-struct RefuseUndecodableBodies<S>(S);
+struct RefuseMalformedEvents<S>(S);
 
-impl<S> Service<LambdaEvent<LambdaRequest>> for RefuseUndecodableBodies<S>
+impl<S> Service<LambdaEvent<LambdaRequest>> for RefuseMalformedEvents<S>
 where
     S: Service<LambdaEvent<LambdaRequest>>,
     S::Future: Send + 'static,

@@ -71,9 +71,8 @@ impl CocoSettings {
         if !(0.0..=1.0).contains(&model_score_threshold) {
             return Err(ConfigError::Malformed { name: "COCO_MODEL_SCORE_THRESHOLD", reason: "must be 0 to 1".into() });
         }
-        let deidentify_secret = match env.get("DEIDENTIFY_SECRET_ARN") {
-            Some(arn) if arn.starts_with("arn:") => DeidentifySecret::SecretArn(arn),
-            Some(_) => return Err(ConfigError::Malformed { name: "DEIDENTIFY_SECRET_ARN", reason: "not an ARN".into() }),
+        let deidentify_secret = match env.secret_arn("DEIDENTIFY_SECRET_ARN")? {
+            Some(arn) => DeidentifySecret::SecretArn(arn),
             None => DeidentifySecret::Inline(checked_deidentify_secret(
                 "DEIDENTIFY_SECRET",
                 Secret::new(env.required("DEIDENTIFY_SECRET", "secret that keys replacement DICOM UIDs (keep it stable), or DEIDENTIFY_SECRET_ARN")?),

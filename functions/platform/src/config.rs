@@ -63,6 +63,14 @@ impl Env {
         }
     }
 
+    /// A Secrets Manager secret's ARN, if `name` is set (then it must be one).
+    pub fn secret_arn(&self, name: &'static str) -> Result<Option<String>, ConfigError> {
+        match self.get(name) {
+            Some(arn) if !arn.starts_with("arn:") => Err(ConfigError::Malformed { name, reason: "not an ARN".into() }),
+            arn => Ok(arn),
+        }
+    }
+
     pub fn seconds_or(&self, name: &'static str, default: Duration) -> Result<Duration, ConfigError> {
         let secs: f64 = self.parsed_or(name, default.as_secs_f64())?;
         Duration::try_from_secs_f64(secs).map_err(|e| ConfigError::Malformed { name, reason: e.to_string() })
@@ -226,9 +234,8 @@ pub enum DocumentDbLogin {
 
 impl DocumentDbSettings {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let login = match env.get("DOCUMENTDB_SECRET_ARN") {
-            Some(arn) if arn.starts_with("arn:") => DocumentDbLogin::SecretArn(arn),
-            Some(_) => return Err(ConfigError::Malformed { name: "DOCUMENTDB_SECRET_ARN", reason: "not an ARN".into() }),
+        let login = match env.secret_arn("DOCUMENTDB_SECRET_ARN")? {
+            Some(arn) => DocumentDbLogin::SecretArn(arn),
             None => {
                 let uri = env.required("DOCUMENTDB_URI", "mongodb://user:password@host:27017/?tls=true (or DOCUMENTDB_SECRET_ARN)")?;
                 if !(uri.starts_with("mongodb://") || uri.starts_with("mongodb+srv://")) {
