@@ -65,6 +65,10 @@ CFN_LINT_VERSION=1.58.0
 CFN_LINT_SERVERLESS_VERSION=0.3.6
 CHECKOV_VERSION=3.3.30
 HADOLINT_VERSION=2.15.1
+# Experiment tracking for training runs (`up` only).
+MLFLOW_VERSION=3.18.0
+DVC_VERSION=3.67.1
+MLFLOW_PORT=${CXR_MLFLOW_PORT:-58500}
 
 # Credentials of the local stand-ins only; they guard nothing outside this machine.
 ACCESS_KEY=cxr-local-access-key
@@ -123,6 +127,8 @@ cmd_up() {
   "$ROOT/target/debug/cxr-admin" provision
   "$ROOT/target/debug/cxr-admin" check
   start_platform
+  install_mlflow
+  start_mlflow
   build_web
   start_web
   cat >&2 <<EOF
@@ -134,7 +140,8 @@ Local stack is up. Data: $STACK_DIR (logs in $STACK_DIR/logs)
   S3 (s3s-fs)             $AWS_ENDPOINT_URL_S3   buckets $IMAGES_BUCKET, $BACKUP_BUCKET
   DynamoDB (dynalite)     $AWS_ENDPOINT_URL_DYNAMODB   table $RESULTS_TABLE
   DocumentDB (SecantusDB) $DOCUMENTDB_URI   database $DOCUMENTDB_DATABASE
-  Model server (SageMaker) $AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME   endpoint $MODEL_ENDPOINT_NAME (generated weights)
+  Model server (SageMaker) $AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME   endpoint $MODEL_ENDPOINT_NAME ($(model_description))
+  MLflow (tracking)       http://127.0.0.1:$MLFLOW_PORT   (model-server train --mlflow-uri http://127.0.0.1:$MLFLOW_PORT)
   API                     http://$API_ADDR/v1   (openapi: /v1/openapi.json; token: local-dev-token-alice)
   S3-event relay          running (logs: $STACK_DIR/logs/relay.log)
   OpenID provider (Cognito) $OIDC_ISSUER   client $OIDC_CLIENT_ID

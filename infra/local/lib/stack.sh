@@ -142,6 +142,7 @@ one_service() {
 }
 
 stop_stack() {
+  stop_pidfile mlflow
   stop_pidfile nginx
   stop_pidfile oidc
   stop_pidfile relay

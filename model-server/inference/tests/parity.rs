@@ -110,6 +110,8 @@ fn half_precision_stays_close_to_f32() {
         thresholds: vec![],
         trained: false,
         weights: "model.safetensors".into(),
+        provenance: None,
+        base_weights: None,
     };
     let image = Decoded { format: Format::Png, pixels: grey_image(), bit_depth: 8 };
     let run = |dtype| {

@@ -25,6 +25,37 @@ pub enum Command {
         #[arg(long)]
         dir: PathBuf,
     },
+    /// Train a model (what a SageMaker training job runs: `docker run
+    /// <image> train`): settings from /opt/ml/input/config/hyperparameters.json
+    /// and these flags (`model-server train --help` lists them).
+    #[command(disable_help_flag = true)]
+    Train {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        flags: Vec<String>,
+    },
+    /// Write synthetic chest phantoms (PNG or DICOM, folder-per-class or
+    /// COCO layout) for tests and the demo model.
+    Phantoms {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 200)]
+        count: usize,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        #[arg(long, default_value_t = 256)]
+        size: usize,
+        #[arg(long, value_enum, default_value = "folder")]
+        layout: cxr_training::phantoms::Layout,
+        #[arg(long, value_enum, default_value = "png")]
+        format: cxr_training::phantoms::FileFormat,
+        /// Only these findings (`Cardiomegaly`, `Effusion`, `Lung Opacity`,
+        /// `Nodule`), comma-separated; default all.
+        #[arg(long, value_delimiter = ',')]
+        findings: Vec<String>,
+        /// Share of images without a finding.
+        #[arg(long, default_value_t = 0.4)]
+        normal_fraction: f64,
+    },
 }
 
 #[derive(Clone, Debug, clap::Args)]

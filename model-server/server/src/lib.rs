@@ -10,6 +10,7 @@ pub mod model_source;
 pub mod problem;
 pub mod queue;
 pub mod router;
+pub mod training;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -63,6 +64,8 @@ pub fn generated_manifest(kind: &str) -> Option<ModelManifest> {
         thresholds: Vec::new(),
         trained: false,
         weights: "model.safetensors".into(),
+        provenance: None,
+        base_weights: None,
     })
 }
 

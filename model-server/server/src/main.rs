@@ -14,5 +14,18 @@ async fn main() -> anyhow::Result<()> {
             println!("wrote {} (generated, untrained weights)", dir.display());
             Ok(())
         }
+        Command::Train { flags } => std::process::exit(cxr_model_server::training::train(&flags).await),
+        Command::Phantoms { out, count, seed, size, layout, format, findings, normal_fraction } => {
+            let findings = findings
+                .iter()
+                .map(|f| {
+                    cxr_training::phantoms::FINDINGS.iter().position(|k| k.eq_ignore_ascii_case(f)).ok_or_else(|| anyhow::anyhow!("unknown finding {f:?}"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let settings = cxr_training::phantoms::PhantomSettings { count, seed, size, findings, normal_fraction, ..Default::default() };
+            let written = cxr_training::phantoms::write_set(&out, &settings, layout, format)?;
+            println!("{}", serde_json::to_string(&written)?);
+            Ok(())
+        }
     }
 }

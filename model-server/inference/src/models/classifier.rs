@@ -34,6 +34,55 @@ pub struct ModelManifest {
     /// The safetensors file, relative to the manifest.
     #[serde(default = "default_weights")]
     pub weights: String,
+    /// Where a model trained by `model-server train` came from (absent for
+    /// converted or generated weights).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<Provenance>,
+    /// Where parameters absent from the weights file come from: with
+    /// `generated`, the file holds only what training changed and the rest
+    /// is the formula's (the small committed demo model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_weights: Option<BaseWeights>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BaseWeights {
+    /// [`crate::formula_weights::FormulaWeights`] for every parameter the
+    /// file lacks.
+    Generated,
+    /// [`crate::formula_weights::SeededWeights`] with this seed.
+    Seeded(u64),
+}
+
+impl BaseWeights {
+    /// The generator of the parameters a weights file lacks.
+    pub fn backend(self, architecture: Architecture) -> Box<dyn candle_nn::var_builder::SimpleBackend> {
+        match self {
+            BaseWeights::Generated => Box::new(formula_for(architecture)),
+            BaseWeights::Seeded(seed) => Box::new(crate::formula_weights::SeededWeights { seed }),
+        }
+    }
+}
+
+/// How a model was trained: enough to reproduce it and to judge it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Provenance {
+    /// Trained on generated phantoms, not radiographs: not for clinical use.
+    pub synthetic_data: bool,
+    /// SHA-256 over the training data (each image's path, bytes and labels).
+    pub data_digest: String,
+    /// The code's git revision, when known.
+    pub code_revision: Option<String>,
+    pub trained_at: String,
+    /// The settings the run used.
+    pub hyperparameters: serde_json::Value,
+    /// Validation and test metrics of the kept checkpoint.
+    pub metrics: serde_json::Value,
+    /// How each label's operating threshold was chosen.
+    pub threshold_rule: Option<String>,
+    /// A warning every reader should see (synthetic data).
+    pub notice: Option<String>,
 }
 
 fn default_weights() -> String {
@@ -81,9 +130,67 @@ pub enum ModelError {
     Inference(#[from] candle_core::Error),
 }
 
-enum Network {
+/// One of the architectures, built from a manifest; what training drives.
+#[derive(Debug)]
+pub enum Network {
     DenseNet(DenseNet121),
     ResNet(ResNet50),
+}
+
+impl Network {
+    /// The network `manifest` describes, its parameters from `vb`.
+    pub fn new(manifest: &ModelManifest, vb: VarBuilder) -> Result<Self, ModelError> {
+        let classes = manifest.labels.len();
+        if classes == 0 {
+            return Err(ModelError::Inconsistent("no labels".into()));
+        }
+        Ok(match manifest.architecture {
+            Architecture::Densenet121Xrv => Network::DenseNet(DenseNet121::new(1, classes, vb).map_err(ModelError::Weights)?),
+            Architecture::Resnet50 { hidden } => Network::ResNet(ResNet50::new(3, classes, Some(hidden), vb).map_err(ModelError::Weights)?),
+        })
+    }
+
+    /// Backbone units (see `forward_units`).
+    pub fn units(&self) -> usize {
+        match self {
+            Network::DenseNet(net) => net.units(),
+            Network::ResNet(net) => net.units(),
+        }
+    }
+
+    /// Runs backbone units `range`; `train` puts their batch norms in
+    /// training mode.
+    pub fn forward_units(&self, x: &Tensor, range: std::ops::Range<usize>, train: bool) -> candle_core::Result<Tensor> {
+        match self {
+            Network::DenseNet(net) => net.forward_units(x, range, train),
+            Network::ResNet(net) => net.forward_units(x, range, train),
+        }
+    }
+
+    /// Parameter-name prefixes of a backbone unit.
+    pub fn unit_prefixes(&self, unit: usize) -> Vec<String> {
+        match self {
+            Network::DenseNet(net) => net.unit_prefixes(unit),
+            Network::ResNet(net) => net.unit_prefixes(unit),
+        }
+    }
+
+    /// The parameter-name prefix of the classification head.
+    pub fn head_prefix(&self) -> &'static str {
+        match self {
+            Network::DenseNet(_) => "classifier.",
+            Network::ResNet(_) => "fc.",
+        }
+    }
+
+    /// Logits from the last unit's feature maps, `dropout` applied where
+    /// the head has it.
+    pub fn classify_with_dropout(&self, maps: &Tensor, dropout: &dyn Fn(&Tensor) -> candle_core::Result<Tensor>) -> candle_core::Result<Tensor> {
+        match self {
+            Network::DenseNet(net) => net.classify_with_dropout(maps, dropout),
+            Network::ResNet(net) => net.classify_with_dropout(maps, dropout),
+        }
+    }
 }
 
 /// A model ready to run.
@@ -96,7 +203,7 @@ pub struct Classifier {
 
 /// The formula weights of an architecture (its stem sees [-1024, 1024]
 /// input for TorchXRayVision, so it is scaled down; see `formula_weights`).
-fn formula_for(architecture: Architecture) -> FormulaWeights {
+pub fn formula_for(architecture: Architecture) -> FormulaWeights {
     let stems = match architecture {
         Architecture::Densenet121Xrv => vec!["features.conv0.weight".to_owned()],
         Architecture::Resnet50 { .. } => vec![],
@@ -132,7 +239,14 @@ impl Classifier {
         let weights: PathBuf = dir.join(&manifest.weights);
         // SAFETY of the mmap: the weights file is not modified while the
         // server runs (model directories are read-only artefacts).
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[weights], dtype, device) }.map_err(ModelError::Weights)?;
+        let vb = match manifest.base_weights {
+            None => unsafe { VarBuilder::from_mmaped_safetensors(&[weights], dtype, device) }.map_err(ModelError::Weights)?,
+            Some(base) => {
+                let file = unsafe { candle_core::safetensors::MmapedSafetensors::new(&weights) }.map_err(ModelError::Weights)?;
+                let overlay = crate::formula_weights::OverGenerated { file, base: base.backend(manifest.architecture) };
+                VarBuilder::from_backend(Box::new(overlay), dtype, device.clone())
+            }
+        };
         Self::build(manifest, vb, device, dtype)
     }
 
@@ -184,10 +298,7 @@ impl Classifier {
         if manifest.output == Output::SigmoidCalibrated && manifest.thresholds.len() != classes {
             return Err(ModelError::Inconsistent(format!("{} thresholds for {classes} labels", manifest.thresholds.len())));
         }
-        let network = match manifest.architecture {
-            Architecture::Densenet121Xrv => Network::DenseNet(DenseNet121::new(1, classes, vb).map_err(ModelError::Weights)?),
-            Architecture::Resnet50 { hidden } => Network::ResNet(ResNet50::new(3, classes, Some(hidden), vb).map_err(ModelError::Weights)?),
-        };
+        let network = Network::new(&manifest, vb)?;
         Ok(Self { manifest, network, device: device.clone(), dtype })
     }
 

@@ -37,9 +37,9 @@ impl DenseLayer {
     }
 
     /// The layer's new features (the caller concatenates them).
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let x = self.norm1.forward_t(x, false)?.relu()?.apply(&self.conv1)?;
-        self.norm2.forward_t(&x, false)?.relu()?.apply(&self.conv2)
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let x = self.norm1.forward_t(x, train)?.relu()?.apply(&self.conv1)?;
+        self.norm2.forward_t(&x, train)?.relu()?.apply(&self.conv2)
     }
 }
 
@@ -57,8 +57,8 @@ impl Transition {
         })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.norm.forward_t(x, false)?.relu()?.apply(&self.conv)?.avg_pool2d(2)
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.norm.forward_t(x, train)?.relu()?.apply(&self.conv)?.avg_pool2d(2)
     }
 }
 
@@ -108,29 +108,66 @@ impl DenseNet121 {
     /// The last feature maps, after `norm5` and the final ReLU:
     /// `(batch, 1024, 7, 7)` at 224 x 224. Grad-CAM weighs these.
     pub fn feature_maps(&self, x: &Tensor) -> Result<Tensor> {
-        let x = self.norm0.forward_t(&x.apply(&self.conv0)?, false)?.relu()?;
-        // torchvision pads max-pool with -inf; repeating the edge gives the
-        // same maximum.
-        let mut x = x.pad_with_same(D::Minus1, 1, 1)?.pad_with_same(D::Minus2, 1, 1)?.max_pool2d_with_stride(3, 2)?;
-        for (b, block) in self.blocks.iter().enumerate() {
-            // Concatenating once per layer is what torchvision does too; the
-            // copies are small next to the convolutions.
-            let mut features = vec![x];
-            for layer in block {
-                let input = Tensor::cat(&features, 1)?;
-                features.push(layer.forward(&input)?);
-            }
-            x = Tensor::cat(&features, 1)?;
-            if let Some(transition) = self.transitions.get(b) {
-                x = transition.forward(&x)?;
-            }
+        self.forward_units(x, 0..self.units(), false)
+    }
+
+    /// The network as a sequence of units, so training can freeze a prefix
+    /// and run the rest: the stem, then each dense block and transition
+    /// (`denseblock1`, `transition1`, ..., `denseblock4`), then `norm5`
+    /// with its ReLU; 9 in all.
+    pub fn units(&self) -> usize {
+        1 + self.blocks.len() + self.transitions.len() + 1
+    }
+
+    /// Runs units `range` on `x` (the image for unit 0, else the previous
+    /// unit's output).
+    pub fn forward_units(&self, x: &Tensor, range: std::ops::Range<usize>, train: bool) -> Result<Tensor> {
+        let last = self.units() - 1;
+        let mut x = x.clone();
+        for unit in range {
+            x = if unit == 0 {
+                let y = self.norm0.forward_t(&x.apply(&self.conv0)?, train)?.relu()?;
+                // torchvision pads max-pool with -inf; repeating the edge
+                // gives the same maximum.
+                y.pad_with_same(D::Minus1, 1, 1)?.pad_with_same(D::Minus2, 1, 1)?.max_pool2d_with_stride(3, 2)?
+            } else if unit == last {
+                self.norm5.forward_t(&x, train)?.relu()?
+            } else if unit % 2 == 1 {
+                let block = &self.blocks[(unit - 1) / 2];
+                // Concatenating once per layer is what torchvision does too;
+                // the copies are small next to the convolutions.
+                let mut features = vec![x];
+                for layer in block {
+                    let input = Tensor::cat(&features, 1)?;
+                    features.push(layer.forward_t(&input, train)?);
+                }
+                Tensor::cat(&features, 1)?
+            } else {
+                self.transitions[unit / 2 - 1].forward_t(&x, train)?
+            };
         }
-        self.norm5.forward_t(&x, false)?.relu()
+        Ok(x)
+    }
+
+    /// The parameter-name prefixes of a unit (`features.denseblock4.`).
+    pub fn unit_prefixes(&self, unit: usize) -> Vec<String> {
+        let last = self.units() - 1;
+        match unit {
+            0 => vec!["features.conv0.".into(), "features.norm0.".into()],
+            u if u == last => vec!["features.norm5.".into()],
+            u if u % 2 == 1 => vec![format!("features.denseblock{}.", u.div_ceil(2))],
+            u => vec![format!("features.transition{}.", u / 2)],
+        }
     }
 
     /// Logits for each class from the feature maps.
     pub fn classify(&self, feature_maps: &Tensor) -> Result<Tensor> {
-        feature_maps.mean(D::Minus1)?.mean(D::Minus1)?.apply(&self.classifier)
+        self.classify_with_dropout(feature_maps, &|x| Ok(x.clone()))
+    }
+
+    /// [`Self::classify`] with `dropout` on the pooled features (training).
+    pub fn classify_with_dropout(&self, feature_maps: &Tensor, dropout: &dyn Fn(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
+        dropout(&feature_maps.mean(D::Minus1)?.mean(D::Minus1)?)?.apply(&self.classifier)
     }
 
     /// d logit[label] / d pooled features: the classifier's row (`(1024,)`).

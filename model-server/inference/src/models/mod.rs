@@ -4,7 +4,9 @@ pub mod classifier;
 pub mod densenet;
 pub mod resnet;
 
-pub use classifier::{Architecture, Classifier, Explanation, ModelError, ModelInput, ModelManifest, Output, Preprocessing};
+pub use classifier::{
+    Architecture, BaseWeights, Classifier, Explanation, ModelError, ModelInput, ModelManifest, Network, Output, Preprocessing, Provenance, formula_for,
+};
 pub use densenet::DenseNet121;
 pub use resnet::ResNet50;
 

@@ -53,12 +53,14 @@ impl Bottleneck {
         })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = self.bn1.forward_t(&x.apply(&self.conv1)?, false)?.relu()?;
-        let y = self.bn2.forward_t(&y.apply(&self.conv2)?, false)?.relu()?;
-        let y = self.bn3.forward_t(&y.apply(&self.conv3)?, false)?;
+    /// `train`: batch norm from batch statistics (running statistics
+    /// updated), as PyTorch's `train()` mode.
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let y = self.bn1.forward_t(&x.apply(&self.conv1)?, train)?.relu()?;
+        let y = self.bn2.forward_t(&y.apply(&self.conv2)?, train)?.relu()?;
+        let y = self.bn3.forward_t(&y.apply(&self.conv3)?, train)?;
         let shortcut = match &self.downsample {
-            Some((conv, bn)) => bn.forward_t(&x.apply(conv)?, false)?,
+            Some((conv, bn)) => bn.forward_t(&x.apply(conv)?, train)?,
             None => x.clone(),
         };
         (y + shortcut)?.relu()
@@ -113,22 +115,58 @@ impl ResNet50 {
 
     /// The output of `layer4`: `(batch, 2048, 7, 7)` at 224 x 224.
     pub fn feature_maps(&self, x: &Tensor) -> Result<Tensor> {
-        let x = self.bn1.forward_t(&x.apply(&self.conv1)?, false)?.relu()?;
-        let mut x = x.pad_with_same(D::Minus1, 1, 1)?.pad_with_same(D::Minus2, 1, 1)?.max_pool2d_with_stride(3, 2)?;
-        for layer in &self.layers {
-            for block in layer {
-                x = block.forward(&x)?;
-            }
+        self.forward_units(x, 0..self.units(), false)
+    }
+
+    /// The backbone as a sequence of units (the stem, then each bottleneck
+    /// block, 17 in all), so training can freeze a prefix and run the rest.
+    pub fn units(&self) -> usize {
+        1 + self.layers.iter().map(Vec::len).sum::<usize>()
+    }
+
+    /// Runs units `range` on `x` (the image for unit 0, else the previous
+    /// unit's output).
+    pub fn forward_units(&self, x: &Tensor, range: std::ops::Range<usize>, train: bool) -> Result<Tensor> {
+        let mut x = x.clone();
+        for unit in range {
+            x = if unit == 0 {
+                let y = self.bn1.forward_t(&x.apply(&self.conv1)?, train)?.relu()?;
+                y.pad_with_same(D::Minus1, 1, 1)?.pad_with_same(D::Minus2, 1, 1)?.max_pool2d_with_stride(3, 2)?
+            } else {
+                let block = self.layers.iter().flatten().nth(unit - 1).ok_or_else(|| candle_core::Error::Msg(format!("no unit {unit}")))?;
+                block.forward_t(&x, train)?
+            };
         }
         Ok(x)
     }
 
+    /// The parameter-name prefixes of a unit (`conv1.`, `layer4.2.`).
+    pub fn unit_prefixes(&self, unit: usize) -> Vec<String> {
+        if unit == 0 {
+            return vec!["conv1.".into(), "bn1.".into()];
+        }
+        let mut index = unit - 1;
+        for (l, layer) in self.layers.iter().enumerate() {
+            if index < layer.len() {
+                return vec![format!("layer{}.{index}.", l + 1)];
+            }
+            index -= layer.len();
+        }
+        Vec::new()
+    }
+
     /// Logits from the feature maps.
     pub fn classify(&self, feature_maps: &Tensor) -> Result<Tensor> {
+        self.classify_with_dropout(feature_maps, &|x| Ok(x.clone()))
+    }
+
+    /// [`Self::classify`] with `dropout` where the head has it (after the
+    /// hidden layer's ReLU; before the single `fc`).
+    pub fn classify_with_dropout(&self, feature_maps: &Tensor, dropout: &dyn Fn(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
         let pooled = feature_maps.mean(D::Minus1)?.mean(D::Minus1)?;
         match &self.head {
-            Head::Linear(fc) => pooled.apply(fc),
-            Head::Mlp { hidden, output } => pooled.apply(hidden)?.relu()?.apply(output),
+            Head::Linear(fc) => dropout(&pooled)?.apply(fc),
+            Head::Mlp { hidden, output } => dropout(&pooled.apply(hidden)?.relu()?)?.apply(output),
         }
     }
 
