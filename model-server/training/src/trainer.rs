@@ -321,6 +321,9 @@ pub fn mean_auc(probabilities: &[Vec<f32>], examples: &[Example]) -> Option<f64>
     (!aucs.is_empty()).then(|| aucs.iter().sum::<f64>() / aucs.len() as f64)
 }
 
+/// Named tensors (weights, optimiser moments).
+pub type Tensors = HashMap<String, Tensor>;
+
 /// Checkpoint files in `dir`.
 pub struct Checkpoints<'a> {
     pub dir: &'a Path,
@@ -347,7 +350,7 @@ impl Checkpoints<'_> {
     }
 
     /// The checkpoint of this run, if there is one.
-    pub fn load(&self, run_key: &str, device: &candle_core::Device) -> Result<Option<(Progress, HashMap<String, Tensor>)>, TrainError> {
+    pub fn load(&self, run_key: &str, device: &candle_core::Device) -> Result<Option<(Progress, Tensors)>, TrainError> {
         let (json, weights) = self.paths();
         let Ok(text) = std::fs::read_to_string(&json) else { return Ok(None) };
         let progress: Progress = match serde_json::from_str(&text) {

@@ -31,9 +31,10 @@ fn settings_for(data: &Path, out: &Path, extra: &[&str]) -> cxr_training::TrainS
     settings::resolve(Path::new("/nonexistent"), &flags).expect("settings")
 }
 
-/// The demo recipe (also `params.yaml`'s): the head on the frozen
-/// backbone, then `norm5` unfrozen.
-const RECIPE: [&str; 16] = [
+/// The demo recipe (`ml-pipeline/params.yaml`; the same phantoms too, so
+/// this test retrains the demo model): the head on the frozen backbone, then
+/// `norm5` unfrozen.
+const RECIPE: [&str; 18] = [
     "--epochs-frozen",
     "40",
     "--learning-rate",
@@ -48,6 +49,8 @@ const RECIPE: [&str; 16] = [
     "8",
     "--plateau-patience",
     "3",
+    "--augment",
+    "false",
     "--name",
     "phantom-test",
 ];
@@ -65,8 +68,8 @@ fn a_model_trained_on_phantoms_finds_effusions_and_the_server_loads_it() {
         println!("{}: test AUC {:?}, threshold {:.3}, F1 {:.3}, ECE {:.3}", l.label, l.test.auc, l.validation.threshold, l.test.f1, l.calibration.ece);
     }
     println!("trained in {:.0} s, {} epochs", summary.seconds, summary.history.len());
-    // Effusion changes a large region; the frozen random backbone's pooled
-    // features see it best (nodules and small opacities much less).
+    // Effusion changes a large region, which the frozen random backbone's
+    // pooled features see (nodules and small opacities much less).
     let effusion = summary.report.labels.iter().find(|l| l.label == "Effusion").expect("label");
     let auc = effusion.test.auc.expect("both classes in the test split");
     assert!(auc >= 0.95, "held-out ROC-AUC for Effusion {auc:.3} < 0.95");
@@ -78,6 +81,7 @@ fn a_model_trained_on_phantoms_finds_effusions_and_the_server_loads_it() {
     }
     let classifier = Classifier::load(&model_dir, &Device::Cpu, DType::F32).expect("the server's loader");
     assert!(classifier.manifest.trained);
+    assert_eq!(classifier.manifest.labels, phantoms::FINDINGS);
     assert_eq!(classifier.manifest.thresholds.len(), 4);
     let provenance = classifier.manifest.provenance.clone().expect("provenance");
     assert!(provenance.synthetic_data && provenance.notice.is_some() && provenance.data_digest.len() == 64);
