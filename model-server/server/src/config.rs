@@ -56,6 +56,24 @@ pub enum Command {
         #[arg(long, default_value_t = 0.4)]
         normal_fraction: f64,
     },
+    /// Judge a model directory as the server runs it on a dataset's
+    /// held-out split (re-drawn from the seed the manifest records): ROC-AUC,
+    /// precision, recall, F1 and calibration per label, as JSON.
+    Evaluate {
+        /// The model directory (`model.json` + weights).
+        #[arg(long)]
+        model: PathBuf,
+        /// The data, in the folder-per-class or COCO layout.
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, value_enum, default_value = "test")]
+        split: cxr_training::evaluation::Split,
+        /// Also write the JSON here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long, default_value_t = 16)]
+        batch_size: usize,
+    },
 }
 
 #[derive(Clone, Debug, clap::Args)]

@@ -27,5 +27,17 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&written)?);
             Ok(())
         }
+        Command::Evaluate { model, data, split, out, batch_size } => {
+            let evaluation = tokio::task::spawn_blocking(move || cxr_training::evaluation::evaluate(&model, &data, split, batch_size)).await??;
+            let text = serde_json::to_string_pretty(&evaluation)?;
+            if let Some(out) = out {
+                if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(parent)?;
+                }
+                std::fs::write(&out, &text).map_err(|e| anyhow::anyhow!("writing {}: {e}", out.display()))?;
+            }
+            println!("{text}");
+            Ok(())
+        }
     }
 }

@@ -11,12 +11,14 @@
 //!   with class weights ([`loss`]), reduce-on-plateau, early stopping,
 //!   checkpoints and resume;
 //! - [`report`]: metrics ([`metrics`]), thresholds, plots ([`plots`]), the
-//!   model directory with its provenance;
+//!   model directory with its provenance; [`evaluation`]: a written model
+//!   judged as the server runs it;
 //! - [`sagemaker`]: the training contract (paths, hyperparameters, failure
 //!   file, metric lines); [`tracking`]: MLflow's REST API;
 //! - [`phantoms`]: synthetic chest phantoms for tests and the demo model.
 
 pub mod data;
+pub mod evaluation;
 pub mod inputs;
 pub mod loss;
 pub mod metrics;

@@ -74,7 +74,9 @@ pub fn phases(settings: &TrainSettings, units: usize) -> Vec<Phase> {
     if settings.epochs_unfrozen > 0 && settings.unfreeze_units > 0 {
         out.push(Phase {
             name: "unfrozen",
-            frozen: units.saturating_sub(settings.unfreeze_units),
+            // The stem stays frozen: candle 0.11 has no backward pass for
+            // its overlapping max-pool (kernel 3, stride 2).
+            frozen: units.saturating_sub(settings.unfreeze_units).max(1),
             epochs: settings.epochs_unfrozen,
             learning_rate: settings.learning_rate_unfrozen,
         });

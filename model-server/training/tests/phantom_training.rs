@@ -2,7 +2,7 @@
 //! split by patient, both phases, checkpoints and resume, evaluation, the
 //! model directory the server loads, and a held-out ROC-AUC of at least
 //! 0.95 on a phantom finding. The time this takes is reported by the
-//! `training_throughput` benchmark, not asserted here.
+//! `phantom_recipe` benchmark, not asserted here.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,7 +14,7 @@ use cxr_training::data::{self, LabelKind};
 use cxr_training::model::{Model, manifest_for};
 use cxr_training::phantoms::{self, FileFormat, Layout, PhantomSettings};
 use cxr_training::trainer::{self, Criterion};
-use cxr_training::{TrainError, sagemaker, settings};
+use cxr_training::{TrainError, evaluation, sagemaker, settings};
 
 fn settings_for(data: &Path, out: &Path, extra: &[&str]) -> cxr_training::TrainSettings {
     let mut flags: Vec<String> = vec![
@@ -90,6 +90,14 @@ fn a_model_trained_on_phantoms_finds_effusions_and_the_server_loads_it() {
     let input = classifier.preprocess(&decoded);
     let probabilities = classifier.predict(&[&input.values]).expect("predict");
     assert_eq!(probabilities[0].len(), 4);
+
+    // The pipeline's evaluate step: the written model, run as the server
+    // runs it, on the same test split, agrees with the trainer's figures.
+    let served = evaluation::evaluate(&model_dir, &data, evaluation::Split::Test, 16).expect("evaluate");
+    assert_eq!(served.images, summary.report.images["test"]);
+    let served_effusion = served.labels.iter().find(|l| l.label == "Effusion").and_then(|l| l.metrics.auc).expect("auc");
+    assert!((served_effusion - auc).abs() < 1e-3, "served {served_effusion:.4} vs trained {auc:.4}");
+    assert!(served.synthetic_data);
 }
 
 #[test]
