@@ -5,7 +5,9 @@
 //!     BENCH_TORCH_PYTHON=/path/to/python cargo bench -p cxr-inference --bench cpu_throughput
 //!
 //! Settings: BENCH_THREADS (default: all cores; also sets RAYON_NUM_THREADS
-//! for candle), BENCH_BATCHES (1,8,32), BENCH_ITERATIONS (10,5,3).
+//! for candle), BENCH_BATCHES (1,8,32), BENCH_ITERATIONS (10,5,3),
+//! BENCH_MODELS (densenet121,resnet50), BENCH_LAYERS (both; `fused` or
+//! `candle-nn` for one).
 
 use std::process::Command;
 use std::time::Instant;
@@ -51,29 +53,59 @@ fn main() {
     let device = Device::Cpu;
 
     let mut rows = Vec::new();
-    let densenet =
+    let densenet = || {
         DenseNet121::new(1, 18, VarBuilder::from_backend(Box::new(FormulaWeights { stems: vec!["features.conv0.weight".into()] }), DType::F32, device.clone()))
-            .expect("densenet");
+            .expect("densenet")
+    };
     let resnet =
-        ResNet50::new(3, 1, Some(256), VarBuilder::from_backend(Box::new(FormulaWeights { stems: vec![] }), DType::F32, device.clone())).expect("resnet");
+        || ResNet50::new(3, 1, Some(256), VarBuilder::from_backend(Box::new(FormulaWeights { stems: vec![] }), DType::F32, device.clone())).expect("resnet");
+    // `candle`: the fused CPU layers the server runs; `candle-nn`: the same
+    // networks on candle-nn's layers (what training runs; the state before
+    // the fused layers). BENCH_LAYERS=fused or =candle-nn keeps one.
+    let layers = std::env::var("BENCH_LAYERS").unwrap_or_default();
+    let models = std::env::var("BENCH_MODELS").unwrap_or_else(|_| "densenet121,resnet50".into());
     for (name, channels) in [("densenet121", 1usize), ("resnet50", 3)] {
-        for (&batch, &count) in batches.iter().zip(&iterations) {
-            let x = Tensor::rand(-1f32, 1f32, (batch, channels, 224, 224), &device).expect("input");
-            let run = |x: &Tensor| match name {
-                "densenet121" => densenet.forward(x),
-                _ => resnet.forward(x),
-            };
-            run(&x).expect("warm-up");
-            let latencies_ms = (0..count)
-                .map(|_| {
-                    let started = Instant::now();
-                    run(&x).expect("forward");
-                    started.elapsed().as_secs_f64() * 1000.0
-                })
-                .collect();
-            let row = Row { model: format!("candle {name}"), batch, latencies_ms };
-            eprintln!("{}: batch {batch}: {:.1} images/s", row.model, row.images_per_second());
-            rows.push(row);
+        if !models.split(',').any(|m| m == name) {
+            continue;
+        }
+        for fused in [true, false] {
+            if (fused && layers == "candle-nn") || (!fused && layers == "fused") {
+                continue;
+            }
+            let (mut dense, mut res) = (None, None);
+            if name == "densenet121" {
+                let mut net = densenet();
+                if fused {
+                    net.prepare_for_cpu_inference().expect("fused");
+                }
+                dense = Some(net);
+            } else {
+                let mut net = resnet();
+                if fused {
+                    net.prepare_for_cpu_inference().expect("fused");
+                }
+                res = Some(net);
+            }
+            let label = if fused { format!("candle {name}") } else { format!("candle-nn {name}") };
+            for (&batch, &count) in batches.iter().zip(&iterations) {
+                let x = Tensor::rand(-1f32, 1f32, (batch, channels, 224, 224), &device).expect("input");
+                let run = |x: &Tensor| match (&dense, &res) {
+                    (Some(net), _) => net.forward(x),
+                    (_, Some(net)) => net.forward(x),
+                    _ => unreachable!("one network is built"),
+                };
+                run(&x).expect("warm-up");
+                let latencies_ms = (0..count)
+                    .map(|_| {
+                        let started = Instant::now();
+                        run(&x).expect("forward");
+                        started.elapsed().as_secs_f64() * 1000.0
+                    })
+                    .collect();
+                let row = Row { model: label.clone(), batch, latencies_ms };
+                eprintln!("{}: batch {batch}: {:.1} images/s", row.model, row.images_per_second());
+                rows.push(row);
+            }
         }
     }
 
@@ -106,7 +138,8 @@ fn main() {
     println!("| model | batch | images/s | p50 ms | p99 ms | runs | candle / PyTorch throughput |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
     for row in &rows {
-        let reference = rows.iter().find(|r| r.model == row.model.replace("candle", "pytorch") && r.batch == row.batch && row.model.starts_with("candle"));
+        let network = row.model.split(' ').nth(1).unwrap_or_default();
+        let reference = rows.iter().find(|r| r.model == format!("pytorch {network}") && r.batch == row.batch && row.model.starts_with("candle"));
         let ratio = reference.map(|r| format!("{:.2}", row.images_per_second() / r.images_per_second())).unwrap_or_default();
         println!(
             "| {} | {} | {:.1} | {:.0} | {:.0} | {} | {} |",

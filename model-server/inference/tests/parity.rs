@@ -40,11 +40,17 @@ fn densenet121_matches_torchxrayvision() {
     let device = Device::Cpu;
     let weights = FormulaWeights { stems: vec!["features.conv0.weight".into()] };
     let vb = VarBuilder::from_backend(Box::new(weights), DType::F32, device.clone());
-    let model = DenseNet121::new(1, 18, vb).expect("model");
+    let mut model = DenseNet121::new(1, 18, vb).expect("model");
     let thresholds: Vec<Option<f32>> = expected["op_threshs"].as_array().expect("thresholds").iter().map(|t| t.as_f64().map(|t| t as f32)).collect();
 
-    for (case, pixels) in [("grey_600x520_u8", grey_image()), ("rgb_200x300_u8", rgb_image())] {
-        let want = &expected["cases"][case];
+    // candle-nn's layers (training), then the fused CPU layers (serving).
+    for (pass, (case, pixels)) in [("grey_600x520_u8", grey_image()), ("rgb_200x300_u8", rgb_image())].into_iter().cycle().take(4).enumerate() {
+        if pass == 2 {
+            model.prepare_for_cpu_inference().expect("fused layers");
+        }
+        let case_name = case;
+        let case = &*format!("{case}{}", if pass >= 2 { " (fused)" } else { "" });
+        let want = &expected["cases"][case_name];
         // Preprocessing first: the model input itself.
         let (input, _) = xrv_input(&pixels, 224);
         let values: Vec<f64> = input.values.iter().map(|&v| f64::from(v)).collect();
@@ -67,9 +73,14 @@ fn resnet_case(file: &str) {
     let classes = expected["classes"].as_u64().expect("classes") as usize;
     let hidden = expected["hidden"].as_u64().expect("hidden") as usize;
     let vb = VarBuilder::from_backend(Box::new(FormulaWeights { stems: vec![] }), DType::F32, device.clone());
-    let model = ResNet50::new(3, classes, Some(hidden), vb).expect("model");
-    for (case, pixels) in [("grey_600x520_u8", grey_image()), ("rgb_200x300_u8", rgb_image())] {
+    let mut model = ResNet50::new(3, classes, Some(hidden), vb).expect("model");
+    // candle-nn's layers (training), then the fused CPU layers (serving).
+    for (pass, (case, pixels)) in [("grey_600x520_u8", grey_image()), ("rgb_200x300_u8", rgb_image())].into_iter().cycle().take(4).enumerate() {
+        if pass == 2 {
+            model.prepare_for_cpu_inference().expect("fused layers");
+        }
         let want = &expected["cases"][case];
+        let case = &*format!("{case}{}", if pass >= 2 { " (fused)" } else { "" });
         let (input, _) = imagenet_input(&pixels, 256, 224);
         let values: Vec<f64> = input.iter().map(|&v| f64::from(v)).collect();
         let picks: Vec<usize> = want["input"]["indices"].as_array().expect("indices").iter().map(|i| i.as_u64().expect("index") as usize).collect();
@@ -124,4 +135,31 @@ fn half_precision_stays_close_to_f32() {
     let worst = run(DType::F16).iter().zip(&reference).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
     eprintln!("F16: largest probability difference from f32 {worst:.2e}");
     assert!(worst < 1e-3, "f16 drifts {worst}");
+}
+
+/// The fused CPU layers on a batch (strided channel prefixes, one GEMM per
+/// image) against candle-nn's layers on the same batch.
+#[test]
+fn fused_layers_match_on_a_batch() {
+    let device = Device::Cpu;
+    let grey = xrv_input(&grey_image(), 224).0.values;
+    let rgb = xrv_input(&rgb_image(), 224).0.values;
+    let batch = Tensor::from_vec([grey.clone(), rgb, grey].concat(), (3, 1, 224, 224), &device).expect("batch");
+    let vb = VarBuilder::from_backend(Box::new(FormulaWeights { stems: vec!["features.conv0.weight".into()] }), DType::F32, device.clone());
+    let mut densenet = DenseNet121::new(1, 18, vb).expect("model");
+    let plain: Vec<f32> = densenet.forward(&batch).and_then(|t| t.flatten_all()?.to_vec1()).expect("plain");
+    densenet.prepare_for_cpu_inference().expect("fused");
+    let fused: Vec<f32> = densenet.forward(&batch).and_then(|t| t.flatten_all()?.to_vec1()).expect("fused");
+    let f64s = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<_>>();
+    assert_close("densenet121 batch of 3, fused vs candle-nn", &f64s(&fused), &f64s(&plain));
+
+    let (a, _) = imagenet_input(&grey_image(), 256, 224);
+    let (b, _) = imagenet_input(&rgb_image(), 256, 224);
+    let batch = Tensor::from_vec([a, b].concat(), (2, 3, 224, 224), &device).expect("batch");
+    let vb = VarBuilder::from_backend(Box::new(FormulaWeights { stems: vec![] }), DType::F32, device.clone());
+    let mut resnet = ResNet50::new(3, 3, Some(256), vb).expect("model");
+    let plain: Vec<f32> = resnet.forward(&batch).and_then(|t| t.flatten_all()?.to_vec1()).expect("plain");
+    resnet.prepare_for_cpu_inference().expect("fused");
+    let fused: Vec<f32> = resnet.forward(&batch).and_then(|t| t.flatten_all()?.to_vec1()).expect("fused");
+    assert_close("resnet50 batch of 2, fused vs candle-nn", &f64s(&fused), &f64s(&plain));
 }

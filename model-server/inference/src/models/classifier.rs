@@ -150,6 +150,15 @@ impl Network {
         })
     }
 
+    /// Fused CPU layers for serving (see `fused_cpu`); training never
+    /// calls this, since its weights change.
+    pub fn prepare_for_cpu_inference(&mut self) -> candle_core::Result<()> {
+        match self {
+            Network::DenseNet(net) => net.prepare_for_cpu_inference(),
+            Network::ResNet(net) => net.prepare_for_cpu_inference(),
+        }
+    }
+
     /// Backbone units (see `forward_units`).
     pub fn units(&self) -> usize {
         match self {
@@ -298,7 +307,10 @@ impl Classifier {
         if manifest.output == Output::SigmoidCalibrated && manifest.thresholds.len() != classes {
             return Err(ModelError::Inconsistent(format!("{} thresholds for {classes} labels", manifest.thresholds.len())));
         }
-        let network = Network::new(&manifest, vb)?;
+        let mut network = Network::new(&manifest, vb)?;
+        if matches!(device, Device::Cpu) && dtype == DType::F32 {
+            network.prepare_for_cpu_inference().map_err(ModelError::Weights)?;
+        }
         Ok(Self { manifest, network, device: device.clone(), dtype })
     }
 

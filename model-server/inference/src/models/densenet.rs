@@ -7,8 +7,10 @@
 //!
 //! candle has no DenseNet; this is built from candle-nn parts.
 
-use candle_core::{D, Result, Tensor};
+use candle_core::{D, DType, Device, Result, Tensor};
 use candle_nn::{BatchNorm, Conv2d, Conv2dConfig, Linear, ModuleT, VarBuilder, batch_norm, conv2d_no_bias, linear};
+
+use super::fused_cpu::{ChannelAffine, FusedConv};
 
 /// DenseNet-121: growth rate 32, blocks of 6, 12, 24, 16 layers, 64 initial
 /// features, bottleneck width 4 x growth.
@@ -62,6 +64,77 @@ impl Transition {
     }
 }
 
+/// The same network for CPU inference: batch norms folded into the
+/// convolution before them (or into one scale-and-shift pass with the ReLU),
+/// each dense block's features written into one buffer.
+#[derive(Debug)]
+struct FusedDenseNet {
+    /// `conv0 -> norm0 -> relu`.
+    stem: FusedConv,
+    /// Per layer: `norm1 -> relu`, `conv1 -> norm2 -> relu`, `conv2`.
+    blocks: Vec<Vec<(ChannelAffine, FusedConv, FusedConv)>>,
+    /// `norm -> relu`, `conv` (then the average pool).
+    transitions: Vec<(ChannelAffine, FusedConv)>,
+    norm5: ChannelAffine,
+}
+
+impl FusedDenseNet {
+    fn new(net: &DenseNet121) -> Result<Self> {
+        Ok(Self {
+            stem: FusedConv::new(&net.conv0, Some(&net.norm0), true)?,
+            blocks: net
+                .blocks
+                .iter()
+                .map(|block| {
+                    block
+                        .iter()
+                        .map(|l| {
+                            Ok((
+                                ChannelAffine::from_batch_norm(&l.norm1, true)?,
+                                FusedConv::new(&l.conv1, Some(&l.norm2), true)?,
+                                FusedConv::new(&l.conv2, None, false)?,
+                            ))
+                        })
+                        .collect::<Result<Vec<_>>>()
+                })
+                .collect::<Result<Vec<_>>>()?,
+            transitions: net
+                .transitions
+                .iter()
+                .map(|t| Ok((ChannelAffine::from_batch_norm(&t.norm, true)?, FusedConv::new(&t.conv, None, false)?)))
+                .collect::<Result<Vec<_>>>()?,
+            norm5: ChannelAffine::from_batch_norm(&net.norm5, true)?,
+        })
+    }
+
+    fn forward_unit(&self, x: &Tensor, unit: usize, last: usize) -> Result<Tensor> {
+        if unit == 0 {
+            let y = self.stem.forward(&x.contiguous()?)?;
+            y.pad_with_same(D::Minus1, 1, 1)?.pad_with_same(D::Minus2, 1, 1)?.max_pool2d_with_stride(3, 2)
+        } else if unit == last {
+            self.norm5.forward(x)
+        } else if unit % 2 == 1 {
+            let block = &self.blocks[(unit - 1) / 2];
+            let (b, c0, h, w) = x.dims4()?;
+            // Each layer reads a prefix of the channels and appends 32:
+            // one buffer instead of a concatenation per layer.
+            let features = Tensor::zeros((b, c0 + block.len() * GROWTH, h, w), DType::F32, x.device())?;
+            features.slice_set(&x.contiguous()?, 1, 0)?;
+            let mut channels = c0;
+            for (norm1, conv1, conv2) in block {
+                let input = norm1.forward(&features.narrow(1, 0, channels)?)?;
+                let new = conv2.forward(&conv1.forward(&input)?)?;
+                features.slice_set(&new, 1, channels)?;
+                channels += GROWTH;
+            }
+            Ok(features)
+        } else {
+            let (norm, conv) = &self.transitions[unit / 2 - 1];
+            conv.forward(&norm.forward(x)?)?.avg_pool2d(2)
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct DenseNet121 {
     conv0: Conv2d,
@@ -71,6 +144,7 @@ pub struct DenseNet121 {
     norm5: BatchNorm,
     classifier: Linear,
     num_classes: usize,
+    fused: Option<FusedDenseNet>,
 }
 
 impl DenseNet121 {
@@ -98,7 +172,15 @@ impl DenseNet121 {
         }
         let norm5 = batch_norm(channels, BN_EPS, features.pp("norm5"))?;
         let classifier = linear(channels, num_classes, vb.pp("classifier"))?;
-        Ok(Self { conv0, norm0, blocks, transitions, norm5, classifier, num_classes })
+        Ok(Self { conv0, norm0, blocks, transitions, norm5, classifier, num_classes, fused: None })
+    }
+
+    /// From now on, evaluation-mode passes of f32 inputs on the CPU run the
+    /// fused layers ([`super::fused_cpu`]), built from the weights as they
+    /// are now: for serving, never while training changes them.
+    pub fn prepare_for_cpu_inference(&mut self) -> Result<()> {
+        self.fused = Some(FusedDenseNet::new(self)?);
+        Ok(())
     }
 
     pub fn num_classes(&self) -> usize {
@@ -124,6 +206,12 @@ impl DenseNet121 {
     pub fn forward_units(&self, x: &Tensor, range: std::ops::Range<usize>, train: bool) -> Result<Tensor> {
         let last = self.units() - 1;
         let mut x = x.clone();
+        if let Some(fused) = self.fused.as_ref().filter(|_| !train && matches!(x.device(), Device::Cpu) && x.dtype() == DType::F32) {
+            for unit in range {
+                x = fused.forward_unit(&x, unit, last)?;
+            }
+            return Ok(x);
+        }
         for unit in range {
             x = if unit == 0 {
                 let y = self.norm0.forward_t(&x.apply(&self.conv0)?, train)?.relu()?;

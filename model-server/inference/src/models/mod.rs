@@ -2,6 +2,7 @@
 
 pub mod classifier;
 pub mod densenet;
+mod fused_cpu;
 pub mod resnet;
 
 pub use classifier::{

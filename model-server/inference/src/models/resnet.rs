@@ -9,8 +9,10 @@
 //! inside its forward pass and hands out no feature maps, which Grad-CAM
 //! needs; the backbone is small enough to keep here.
 
-use candle_core::{D, Result, Tensor};
+use candle_core::{D, DType, Device, Result, Tensor};
 use candle_nn::{BatchNorm, Conv2d, Conv2dConfig, Linear, ModuleT, VarBuilder, batch_norm, conv2d_no_bias, linear};
+
+use super::fused_cpu::FusedConv;
 
 const BN_EPS: f64 = 1e-5;
 const LAYERS: [(usize, usize, usize); 4] = [(64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)];
@@ -67,6 +69,45 @@ impl Bottleneck {
     }
 }
 
+/// A bottleneck for CPU inference: each batch norm folded into its
+/// convolution, the shortcut added and ReLU applied in the last
+/// convolution's epilogue.
+#[derive(Debug)]
+struct FusedBottleneck {
+    conv1: FusedConv,
+    conv2: FusedConv,
+    conv3: FusedConv,
+    downsample: Option<FusedConv>,
+}
+
+impl FusedBottleneck {
+    fn new(b: &Bottleneck) -> Result<Self> {
+        Ok(Self {
+            conv1: FusedConv::new(&b.conv1, Some(&b.bn1), true)?,
+            conv2: FusedConv::new(&b.conv2, Some(&b.bn2), true)?,
+            conv3: FusedConv::new(&b.conv3, Some(&b.bn3), true)?,
+            downsample: b.downsample.as_ref().map(|(conv, bn)| FusedConv::new(conv, Some(bn), false)).transpose()?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let x = x.contiguous()?;
+        let shortcut = match &self.downsample {
+            Some(conv) => conv.forward(&x)?,
+            None => x.clone(),
+        };
+        let y = self.conv2.forward(&self.conv1.forward(&x)?)?;
+        self.conv3.forward_with_residual(&y, &shortcut)
+    }
+}
+
+#[derive(Debug)]
+struct FusedResNet {
+    /// `conv1 -> bn1 -> relu`.
+    stem: FusedConv,
+    blocks: Vec<FusedBottleneck>,
+}
+
 /// The classification head on the pooled features.
 #[derive(Debug)]
 pub enum Head {
@@ -83,6 +124,7 @@ pub struct ResNet50 {
     layers: Vec<Vec<Bottleneck>>,
     head: Head,
     num_classes: usize,
+    fused: Option<FusedResNet>,
 }
 
 impl ResNet50 {
@@ -106,7 +148,17 @@ impl ResNet50 {
             None => Head::Linear(linear(FEATURES, num_classes, vb.pp("fc"))?),
             Some(hidden) => Head::Mlp { hidden: linear(FEATURES, hidden, vb.pp("fc.0"))?, output: linear(hidden, num_classes, vb.pp("fc.3"))? },
         };
-        Ok(Self { conv1, bn1, layers, head, num_classes })
+        Ok(Self { conv1, bn1, layers, head, num_classes, fused: None })
+    }
+
+    /// From now on, evaluation-mode passes of f32 inputs on the CPU run the
+    /// fused layers ([`super::fused_cpu`]), built from the weights as they
+    /// are now: for serving, never while training changes them.
+    pub fn prepare_for_cpu_inference(&mut self) -> Result<()> {
+        let stem = FusedConv::new(&self.conv1, Some(&self.bn1), true)?;
+        let blocks = self.layers.iter().flatten().map(FusedBottleneck::new).collect::<Result<Vec<_>>>()?;
+        self.fused = Some(FusedResNet { stem, blocks });
+        Ok(())
     }
 
     pub fn num_classes(&self) -> usize {
@@ -128,6 +180,17 @@ impl ResNet50 {
     /// unit's output).
     pub fn forward_units(&self, x: &Tensor, range: std::ops::Range<usize>, train: bool) -> Result<Tensor> {
         let mut x = x.clone();
+        if let Some(fused) = self.fused.as_ref().filter(|_| !train && matches!(x.device(), Device::Cpu) && x.dtype() == DType::F32) {
+            for unit in range {
+                x = if unit == 0 {
+                    let y = fused.stem.forward(&x.contiguous()?)?;
+                    y.pad_with_same(D::Minus1, 1, 1)?.pad_with_same(D::Minus2, 1, 1)?.max_pool2d_with_stride(3, 2)?
+                } else {
+                    fused.blocks.get(unit - 1).ok_or_else(|| candle_core::Error::Msg(format!("no unit {unit}")))?.forward(&x)?
+                };
+            }
+            return Ok(x);
+        }
         for unit in range {
             x = if unit == 0 {
                 let y = self.bn1.forward_t(&x.apply(&self.conv1)?, train)?.relu()?;

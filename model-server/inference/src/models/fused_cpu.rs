@@ -1,0 +1,290 @@
+//! Inference-only CPU layers (f32): batch norm folded at load into the
+//! convolution before it (or into a per-channel scale and shift), ReLU and
+//! the residual addition applied in the convolution's epilogue, and
+//! convolutions written as one GEMM per image straight into NCHW.
+//!
+//! Why our own: candle 0.11's CPU convolution converts every input to NHWC
+//! and back on one thread, re-packs the kernel on every call and splits the
+//! GEMM into 512-pixel tiles; its batch norm is four broadcast passes and
+//! ReLU a fifth, all single-threaded. Profiles of DenseNet-121 and ResNet-50
+//! spent most of their time there rather than in the GEMM (numbers in
+//! model-server/README.md). The GEMM itself is the `gemm` crate candle uses.
+//!
+//! These ops have no backward pass: training keeps candle-nn's layers, and
+//! the networks build these only on request
+//! ([`super::DenseNet121::prepare_for_cpu_inference`]), from weights that no
+//! longer change.
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use candle_nn::{BatchNorm, Conv2d};
+use rayon::prelude::*;
+
+/// Per-channel `scale` and `shift` of a batch norm in evaluation mode:
+/// `y = x * scale + shift`.
+fn folded(bn: &BatchNorm) -> Result<(Vec<f32>, Vec<f32>)> {
+    let mean: Vec<f32> = bn.running_mean().to_dtype(DType::F32)?.to_vec1()?;
+    let var: Vec<f32> = bn.running_var().to_dtype(DType::F32)?.to_vec1()?;
+    let (weight, bias): (Vec<f32>, Vec<f32>) = match bn.weight_and_bias() {
+        Some((w, b)) => (w.to_dtype(DType::F32)?.to_vec1()?, b.to_dtype(DType::F32)?.to_vec1()?),
+        None => (vec![1.0; mean.len()], vec![0.0; mean.len()]),
+    };
+    let eps = bn.eps() as f32;
+    let scale: Vec<f32> = weight.iter().zip(&var).map(|(w, v)| w / (v + eps).sqrt()).collect();
+    let shift = bias.iter().zip(&mean).zip(&scale).map(|((b, m), s)| b - m * s).collect();
+    Ok((scale, shift))
+}
+
+fn f32_input<'a>(storage: &'a CpuStorage, op: &str) -> Result<&'a [f32]> {
+    match storage {
+        CpuStorage::F32(values) => Ok(values),
+        _ => candle_core::bail!("{op}: f32 only"),
+    }
+}
+
+/// A batch norm in evaluation mode, optionally followed by ReLU, in one
+/// pass over the input (DenseNet's pre-activation `norm -> relu`).
+#[derive(Clone, Debug)]
+pub struct ChannelAffine {
+    scale: Vec<f32>,
+    shift: Vec<f32>,
+    relu: bool,
+}
+
+impl ChannelAffine {
+    pub fn from_batch_norm(bn: &BatchNorm, relu: bool) -> Result<Self> {
+        let (scale, shift) = folded(bn)?;
+        Ok(Self { scale, shift, relu })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.apply_op1_no_bwd(self)
+    }
+}
+
+impl CustomOp1 for ChannelAffine {
+    fn name(&self) -> &'static str {
+        "channel-affine"
+    }
+
+    /// Takes `(batch, channels, h, w)` with each `h x w` plane contiguous
+    /// and any batch and channel strides (a channel prefix of DenseNet's
+    /// block buffer); writes a contiguous result.
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let input = f32_input(storage, self.name())?;
+        let (b, c, h, w) = layout.shape().dims4()?;
+        let stride = layout.stride();
+        if c != self.scale.len() || (h > 1 && stride[2] != w) || (w > 1 && stride[3] != 1) {
+            candle_core::bail!("channel-affine: {:?} with strides {stride:?} for {} channels", layout.shape(), self.scale.len());
+        }
+        let plane = h * w;
+        let start = layout.start_offset();
+        let mut out = vec![0f32; b * c * plane];
+        out.par_chunks_mut(plane).enumerate().for_each(|(i, dst)| {
+            let (n, ch) = (i / c, i % c);
+            let src = &input[start + n * stride[0] + ch * stride[1]..][..plane];
+            let (s, t) = (self.scale[ch], self.shift[ch]);
+            if self.relu {
+                dst.iter_mut().zip(src).for_each(|(d, &x)| *d = (x * s + t).max(0.0));
+            } else {
+                dst.iter_mut().zip(src).for_each(|(d, &x)| *d = x * s + t);
+            }
+        });
+        Ok((CpuStorage::F32(out), layout.shape().clone()))
+    }
+}
+
+/// A convolution (no dilation, no groups) with a folded batch norm as its
+/// bias, and ReLU (after an optional residual addition) in its epilogue.
+#[derive(Clone, Debug)]
+pub struct FusedConv {
+    c_in: usize,
+    c_out: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    /// `(c_out, c_in * kernel * kernel)`, PyTorch's order, rows scaled by
+    /// the batch norm's scale.
+    weights: Vec<f32>,
+    bias: Vec<f32>,
+    relu: bool,
+}
+
+impl FusedConv {
+    /// `conv`, then `bn` (evaluation mode) if given, then ReLU if `relu`.
+    pub fn new(conv: &Conv2d, bn: Option<&BatchNorm>, relu: bool) -> Result<Self> {
+        let weight = conv.weight().to_dtype(DType::F32)?;
+        let (c_out, c_in, kh, kw) = weight.dims4()?;
+        if kh != kw {
+            candle_core::bail!("fused conv: square kernels only, got {kh}x{kw}");
+        }
+        let config = conv.config();
+        if config.dilation != 1 || config.groups != 1 {
+            candle_core::bail!("fused conv: no dilation or groups");
+        }
+        let mut weights: Vec<f32> = weight.flatten_all()?.to_vec1()?;
+        let mut bias = match conv.bias() {
+            Some(b) => b.to_dtype(DType::F32)?.to_vec1()?,
+            None => vec![0.0; c_out],
+        };
+        if let Some(bn) = bn {
+            let (scale, shift) = folded(bn)?;
+            let row = c_in * kh * kw;
+            for (o, (s, t)) in scale.iter().zip(&shift).enumerate() {
+                weights[o * row..(o + 1) * row].iter_mut().for_each(|w| *w *= s);
+                bias[o] = bias[o] * s + t;
+            }
+        }
+        Ok(Self { c_in, c_out, kernel: kh, stride: config.stride, padding: config.padding, weights, bias, relu })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.apply_op1_no_bwd(self)
+    }
+
+    /// `relu(conv(x) + residual)` (ResNet's last convolution of a block).
+    pub fn forward_with_residual(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        x.apply_op2_no_bwd(residual, &WithResidual(self))
+    }
+
+    fn out_side(&self, side: usize) -> usize {
+        (side + 2 * self.padding - self.kernel) / self.stride + 1
+    }
+
+    fn run(&self, input: &[f32], layout: &Layout, residual: Option<&[f32]>) -> Result<(CpuStorage, Shape)> {
+        let (b, c, h, w) = layout.shape().dims4()?;
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("fused conv: contiguous input only");
+        };
+        if c != self.c_in {
+            candle_core::bail!("fused conv: {c} input channels, expected {}", self.c_in);
+        }
+        let input = &input[start..end];
+        let (oh, ow) = (self.out_side(h), self.out_side(w));
+        let pixels = oh * ow;
+        let k = self.c_in * self.kernel * self.kernel;
+        let direct = self.kernel == 1 && self.stride == 1 && self.padding == 0;
+        let mut out = vec![0f32; b * self.c_out * pixels];
+        let mut columns = if direct { Vec::new() } else { vec![0f32; k * pixels] };
+        let threads = candle_core::utils::get_num_threads();
+        // Below about a million multiply-adds, threads cost more than they save.
+        let parallelism = if threads > 1 && self.c_out * pixels * k > 1 << 20 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+        for n in 0..b {
+            let image = &input[n * c * h * w..(n + 1) * c * h * w];
+            let dst = &mut out[n * self.c_out * pixels..(n + 1) * self.c_out * pixels];
+            // The epilogue's addends first, so the GEMM accumulates onto them.
+            match residual {
+                Some(r) => {
+                    let r = &r[n * self.c_out * pixels..(n + 1) * self.c_out * pixels];
+                    dst.par_chunks_mut(pixels).zip(r.par_chunks(pixels)).zip(&self.bias).for_each(|((d, r), &bias)| {
+                        d.iter_mut().zip(r).for_each(|(d, &r)| *d = r + bias);
+                    });
+                }
+                None => dst.par_chunks_mut(pixels).zip(&self.bias).for_each(|(d, &bias)| d.fill(bias)),
+            }
+            let rhs: &[f32] = if direct {
+                image
+            } else {
+                self.im2col(image, h, w, (oh, ow), &mut columns);
+                &columns
+            };
+            // SAFETY: `dst` is `c_out x pixels`, `weights` `c_out x k` and
+            // `rhs` `k x pixels`, all row-major and in bounds.
+            unsafe {
+                gemm::gemm(
+                    self.c_out,
+                    pixels,
+                    k,
+                    dst.as_mut_ptr(),
+                    1,
+                    pixels as isize,
+                    true,
+                    self.weights.as_ptr(),
+                    1,
+                    k as isize,
+                    rhs.as_ptr(),
+                    1,
+                    pixels as isize,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    parallelism,
+                );
+            }
+            if self.relu {
+                dst.par_chunks_mut(pixels).for_each(|d| d.iter_mut().for_each(|v| *v = v.max(0.0)));
+            }
+        }
+        Ok((CpuStorage::F32(out), Shape::from((b, self.c_out, oh, ow))))
+    }
+
+    /// One image's patches as `(c_in * kernel * kernel, oh * ow)`, rows in
+    /// the weights' order, zeros where the window leaves the image.
+    fn im2col(&self, image: &[f32], h: usize, w: usize, (oh, ow): (usize, usize), columns: &mut [f32]) {
+        let (kernel, stride, padding) = (self.kernel, self.stride, self.padding);
+        let pixels = oh * ow;
+        columns.par_chunks_mut(kernel * kernel * pixels).enumerate().for_each(|(ch, rows)| {
+            let plane = &image[ch * h * w..(ch + 1) * h * w];
+            for ky in 0..kernel {
+                for kx in 0..kernel {
+                    let row = &mut rows[(ky * kernel + kx) * pixels..][..pixels];
+                    for oy in 0..oh {
+                        let dst = &mut row[oy * ow..(oy + 1) * ow];
+                        let iy = (oy * stride + ky) as isize - padding as isize;
+                        if iy < 0 || iy >= h as isize {
+                            dst.fill(0.0);
+                            continue;
+                        }
+                        let src = &plane[iy as usize * w..(iy as usize + 1) * w];
+                        if stride == 1 {
+                            // ix = ox + kx - padding: one shifted copy, zeros at the edges.
+                            let shift = kx as isize - padding as isize;
+                            let first = (-shift).max(0) as usize;
+                            let last = ((w as isize - shift).min(ow as isize)).max(first as isize) as usize;
+                            dst[..first].fill(0.0);
+                            dst[first..last].copy_from_slice(&src[(first as isize + shift) as usize..(last as isize + shift) as usize]);
+                            dst[last..].fill(0.0);
+                        } else {
+                            for (ox, d) in dst.iter_mut().enumerate() {
+                                let ix = (ox * stride + kx) as isize - padding as isize;
+                                *d = if ix < 0 || ix >= w as isize { 0.0 } else { src[ix as usize] };
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
+impl CustomOp1 for FusedConv {
+    fn name(&self) -> &'static str {
+        "fused-conv"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        self.run(f32_input(storage, self.name())?, layout, None)
+    }
+}
+
+struct WithResidual<'a>(&'a FusedConv);
+
+impl CustomOp2 for WithResidual<'_> {
+    fn name(&self) -> &'static str {
+        "fused-conv-residual"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout, residual: &CpuStorage, residual_layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let Some((start, end)) = residual_layout.contiguous_offsets() else {
+            candle_core::bail!("fused conv: contiguous residual only");
+        };
+        let residual = &f32_input(residual, self.name())?[start..end];
+        let (b, _, h, w) = layout.shape().dims4()?;
+        let expected = b * self.0.c_out * self.0.out_side(h) * self.0.out_side(w);
+        if residual.len() != expected {
+            candle_core::bail!("fused conv: residual of {} values, expected {expected}", residual.len());
+        }
+        self.0.run(f32_input(storage, self.name())?, layout, Some(residual))
+    }
+}
