@@ -164,28 +164,29 @@ impl FusedConv {
         let k = self.c_in * self.kernel * self.kernel;
         let direct = self.kernel == 1 && self.stride == 1 && self.padding == 0;
         let mut out = vec![0f32; b * self.c_out * pixels];
-        let mut columns = if direct { Vec::new() } else { vec![0f32; k * pixels] };
         let threads = candle_core::utils::get_num_threads();
-        // Below about a million multiply-adds, threads cost more than they save.
-        let parallelism = if threads > 1 && self.c_out * pixels * k > 1 << 20 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
-        for n in 0..b {
+        // A batch with an image per thread runs its images side by side, each
+        // GEMM on one thread (small per-layer GEMMs split badly); otherwise
+        // each GEMM is split, above about a million multiply-adds (below,
+        // threads cost more than they save).
+        let by_image = threads > 1 && b >= threads;
+        let parallelism =
+            if threads > 1 && !by_image && self.c_out * pixels * k > 1 << 20 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+        let one_image = |n: usize, dst: &mut [f32], columns: &mut Vec<f32>| {
             let image = &input[n * c * h * w..(n + 1) * c * h * w];
-            let dst = &mut out[n * self.c_out * pixels..(n + 1) * self.c_out * pixels];
             // The epilogue's addends first, so the GEMM accumulates onto them.
-            match residual {
-                Some(r) => {
-                    let r = &r[n * self.c_out * pixels..(n + 1) * self.c_out * pixels];
-                    dst.par_chunks_mut(pixels).zip(r.par_chunks(pixels)).zip(&self.bias).for_each(|((d, r), &bias)| {
-                        d.iter_mut().zip(r).for_each(|(d, &r)| *d = r + bias);
-                    });
+            for ((d, &bias), o) in dst.chunks_mut(pixels).zip(&self.bias).zip(0..) {
+                match residual {
+                    Some(r) => d.iter_mut().zip(&r[(n * self.c_out + o) * pixels..][..pixels]).for_each(|(d, &r)| *d = r + bias),
+                    None => d.fill(bias),
                 }
-                None => dst.par_chunks_mut(pixels).zip(&self.bias).for_each(|(d, &bias)| d.fill(bias)),
             }
             let rhs: &[f32] = if direct {
                 image
             } else {
-                self.im2col(image, h, w, (oh, ow), &mut columns);
-                &columns
+                columns.resize(k * pixels, 0.0);
+                self.im2col(image, h, w, (oh, ow), columns, !by_image);
+                columns
             };
             // SAFETY: `dst` is `c_out x pixels`, `weights` `c_out x k` and
             // `rhs` `k x pixels`, all row-major and in bounds.
@@ -213,7 +214,15 @@ impl FusedConv {
                 );
             }
             if self.relu {
-                dst.par_chunks_mut(pixels).for_each(|d| d.iter_mut().for_each(|v| *v = v.max(0.0)));
+                dst.iter_mut().for_each(|v| *v = v.max(0.0));
+            }
+        };
+        if by_image {
+            out.par_chunks_mut(self.c_out * pixels).enumerate().for_each_init(Vec::new, |columns, (n, dst)| one_image(n, dst, columns));
+        } else {
+            let mut columns = Vec::new();
+            for (n, dst) in out.chunks_mut(self.c_out * pixels).enumerate() {
+                one_image(n, dst, &mut columns);
             }
         }
         Ok((CpuStorage::F32(out), Shape::from((b, self.c_out, oh, ow))))
@@ -221,10 +230,10 @@ impl FusedConv {
 
     /// One image's patches as `(c_in * kernel * kernel, oh * ow)`, rows in
     /// the weights' order, zeros where the window leaves the image.
-    fn im2col(&self, image: &[f32], h: usize, w: usize, (oh, ow): (usize, usize), columns: &mut [f32]) {
+    fn im2col(&self, image: &[f32], h: usize, w: usize, (oh, ow): (usize, usize), columns: &mut [f32], parallel: bool) {
         let (kernel, stride, padding) = (self.kernel, self.stride, self.padding);
         let pixels = oh * ow;
-        columns.par_chunks_mut(kernel * kernel * pixels).enumerate().for_each(|(ch, rows)| {
+        let channel = |(ch, rows): (usize, &mut [f32])| {
             let plane = &image[ch * h * w..(ch + 1) * h * w];
             for ky in 0..kernel {
                 for kx in 0..kernel {
@@ -254,7 +263,12 @@ impl FusedConv {
                     }
                 }
             }
-        });
+        };
+        if parallel {
+            columns.par_chunks_mut(kernel * kernel * pixels).enumerate().for_each(channel);
+        } else {
+            columns.chunks_mut(kernel * kernel * pixels).enumerate().for_each(channel);
+        }
     }
 }
 
