@@ -164,6 +164,21 @@ async fn presigned_get_reads_one_object_until_it_expires() {
 }
 
 #[tokio::test]
+async fn long_lived_presigned_urls_are_reused_for_a_while_short_ones_never() {
+    let store = LocalStack::get().fresh_bucket().await;
+    store.put(&key("image.png"), b"pixels".to_vec(), "image/png").await.expect("put");
+    let first = store.presign_get(&key("image.png"), Duration::from_secs(900)).await.expect("presign");
+    let short = store.presign_get(&key("image.png"), Duration::from_secs(60)).await.expect("presign");
+    // Past a second, a new signature would carry another X-Amz-Date.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let again = store.presign_get(&key("image.png"), Duration::from_secs(900)).await.expect("presign");
+    assert_eq!(again, first, "a 15-minute URL signed a second ago is handed out again");
+    let short_again = store.presign_get(&key("image.png"), Duration::from_secs(60)).await.expect("presign");
+    assert_ne!(short_again.url, short.url, "a 1-minute URL is signed afresh each time");
+    assert_eq!(send(&again, None, &[]).await.status(), 200);
+}
+
+#[tokio::test]
 async fn unreachable_server_is_a_clear_error() {
     let stack = LocalStack::get();
     let client = stack.s3_client_at(&format!("http://127.0.0.1:{}", closed_port()));

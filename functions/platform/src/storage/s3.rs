@@ -87,8 +87,18 @@ pub struct PresignedUrl {
 /// S3 caps presigned URLs signed with SigV4 at seven days.
 const MAX_PRESIGN: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// How long a presigned GET URL is handed out again instead of signing a
+/// new one. Signing through the SDK costs more CPU than the rest of a warm
+/// study read (issue 15); a study polled while its inference runs gets the
+/// same URLs for this long. Only URLs valid for at least ten times this are
+/// reused, so a reused URL keeps 90% of its validity or more (its
+/// `expires_at` is the original's, never extended).
+const PRESIGNED_GET_REUSE: Duration = Duration::from_secs(30);
+/// Entries kept (a URL is under 1 KB).
+const PRESIGNED_GET_CACHE_ENTRIES: u64 = 10_000;
+
 /// One bucket of objects.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ObjectStore {
     client: aws_sdk_s3::Client,
     /// Signs the URLs handed to browsers and other clients: `client`
@@ -96,6 +106,19 @@ pub struct ObjectStore {
     /// [`S3Settings::presign_endpoint`]).
     presigner: aws_sdk_s3::Client,
     bucket: String,
+    /// Recently presigned GET URLs by (key, validity); see
+    /// [`PRESIGNED_GET_REUSE`].
+    presigned_gets: moka::sync::Cache<(ObjectKey, Duration), PresignedUrl>,
+}
+
+impl std::fmt::Debug for ObjectStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectStore").field("bucket", &self.bucket).finish_non_exhaustive()
+    }
+}
+
+fn presigned_get_cache() -> moka::sync::Cache<(ObjectKey, Duration), PresignedUrl> {
+    moka::sync::Cache::builder().max_capacity(PRESIGNED_GET_CACHE_ENTRIES).time_to_live(PRESIGNED_GET_REUSE).build()
 }
 
 impl ObjectStore {
@@ -105,11 +128,11 @@ impl ObjectStore {
             Some(endpoint) => crate::aws::s3_client(sdk, settings.force_path_style, Some(endpoint)),
             None => client.clone(),
         };
-        Self { client, presigner, bucket: settings.images_bucket.clone() }
+        Self { client, presigner, bucket: settings.images_bucket.clone(), presigned_gets: presigned_get_cache() }
     }
 
     pub fn from_client(client: aws_sdk_s3::Client, bucket: impl Into<String>) -> Self {
-        Self { presigner: client.clone(), client, bucket: bucket.into() }
+        Self { presigner: client.clone(), client, bucket: bucket.into(), presigned_gets: presigned_get_cache() }
     }
 
     pub fn bucket(&self) -> &str {
@@ -308,10 +331,22 @@ impl ObjectStore {
     }
 
     /// A URL that lets a client read one object.
+    /// A URL valid for `expires_in`; one signed in the last
+    /// [`PRESIGNED_GET_REUSE`] for the same key and validity is handed out
+    /// again when that validity is at least ten times the reuse window.
     pub async fn presign_get(&self, key: &ObjectKey, expires_in: Duration) -> Result<PresignedUrl, S3Error> {
+        let reusable = expires_in >= PRESIGNED_GET_REUSE * 10;
+        let cache_key = (key.clone(), expires_in);
+        if reusable && let Some(url) = self.presigned_gets.get(&cache_key) {
+            return Ok(url);
+        }
         let request =
             self.presigner.get_object().bucket(&self.bucket).key(key.as_str()).presigned(presigning_config(expires_in)?).await.map_err(presign_failed)?;
-        Ok(to_presigned_url(&request, expires_in))
+        let url = to_presigned_url(&request, expires_in);
+        if reusable {
+            self.presigned_gets.insert(cache_key, url.clone());
+        }
+        Ok(url)
     }
 }
 
