@@ -68,6 +68,8 @@ HADOLINT_VERSION=2.15.1
 # Experiment tracking for training runs (`up` only).
 MLFLOW_VERSION=3.18.0
 DVC_VERSION=3.67.1
+# The DVC pipeline's remote bucket on the S3 stand-in (ml-pipeline/.dvc/config).
+DVC_BUCKET=cxr-dvc
 MLFLOW_PORT=${CXR_MLFLOW_PORT:-58500}
 
 # Credentials of the local stand-ins only; they guard nothing outside this machine.

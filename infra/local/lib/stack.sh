@@ -78,7 +78,8 @@ start_postgres() {
 start_s3() {
   if pid_alive "$STACK_DIR/run/s3.pid" && healthy_s3; then log "s3 (s3s-fs) already running on 127.0.0.1:$S3_PORT"; return; fi
   port_taken "$S3_PORT" && refuse_foreign s3s-fs "$S3_PORT" CXR_S3_PORT
-  mkdir -p "$STACK_DIR/s3"
+  # s3s-fs keeps a bucket as a directory: the DVC remote's exists from the start.
+  mkdir -p "$STACK_DIR/s3/$DVC_BUCKET"
   spawn s3 s3s-fs --host 127.0.0.1 --port "$S3_PORT" --access-key "$ACCESS_KEY" --secret-key "$SECRET_KEY" "$STACK_DIR/s3"
   wait_until s3s-fs 80 healthy_s3
   log "s3 (s3s-fs) started on 127.0.0.1:$S3_PORT"
