@@ -24,30 +24,7 @@ fn main() {
     let started = Instant::now();
     phantoms::write_set(&data, &PhantomSettings { count: 400, ..PhantomSettings::default() }, Layout::Folder, FileFormat::Mixed).expect("phantoms");
     let generated = started.elapsed().as_secs_f64();
-    // The recipe of ml-pipeline/params.yaml and the demo model.
-    let mut flags: Vec<String> = [
-        "--epochs-frozen",
-        "40",
-        "--learning-rate",
-        "0.003",
-        "--epochs-unfrozen",
-        "5",
-        "--unfreeze-units",
-        "1",
-        "--dropout",
-        "0.2",
-        "--early-stopping-patience",
-        "8",
-        "--plateau-patience",
-        "3",
-        "--augment",
-        "false",
-        "--name",
-        "phantom-bench",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let mut flags: Vec<String> = phantoms::DEMO_RECIPE.iter().chain(&["--name", "phantom-bench"]).map(|s| s.to_string()).collect();
     for (flag, path) in [
         ("--data", data.clone()),
         ("--model-dir", dir.path().join("model")),

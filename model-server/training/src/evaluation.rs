@@ -14,6 +14,7 @@ use serde::Serialize;
 use crate::TrainError;
 use crate::data::{self, Example, LabelKind, read_error};
 use crate::metrics::{self, Binary, Calibration};
+use crate::report;
 
 /// Which examples to judge the model on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -101,22 +102,14 @@ pub fn evaluate(model_dir: &Path, data_dir: &Path, split: Split, batch: usize) -
             LabelEvaluation { label: label.clone(), metrics: metrics::binary(&scores, &truth, 0.5), calibration: metrics::calibration(&scores, &truth) }
         })
         .collect();
-    let aucs: Vec<f64> = labels.iter().filter_map(|l| l.metrics.auc).collect();
-    let (confusion, accuracy) = match kind {
-        LabelKind::Exclusive => {
-            let truth: Vec<usize> = examples.iter().map(|e| e.targets.iter().position(|&t| t > 0.5).unwrap_or(0)).collect();
-            let m = metrics::confusion_matrix(&probabilities, &truth, manifest.labels.len());
-            let correct: usize = (0..m.len()).map(|i| m[i][i]).sum();
-            (Some(m), Some(correct as f64 / examples.len() as f64))
-        }
-        LabelKind::MultiLabel => (None, None),
-    };
+    let mean_auc = report::mean_auc(labels.iter().map(|l| l.metrics.auc));
+    let (confusion, accuracy) = report::exclusive_confusion(kind, &examples, &probabilities, manifest.labels.len()).unzip();
     Ok(Evaluation {
         model: format!("{} {}", manifest.name, manifest.version),
         split,
         images: examples.len(),
         labels,
-        mean_auc: (!aucs.is_empty()).then(|| aucs.iter().sum::<f64>() / aucs.len() as f64),
+        mean_auc,
         confusion,
         accuracy,
         recorded_test_mean_auc: provenance.and_then(|p| p.metrics.get("test_mean_auc")).and_then(|v| v.as_f64()),

@@ -404,3 +404,26 @@ pub fn write_set(root: &Path, settings: &PhantomSettings, layout: Layout, format
     write(&root.join(MARKER), serde_json::to_string_pretty(&marker).unwrap_or_default().as_bytes())?;
     Ok(Written { images: phantoms.len(), per_class, test_images: phantoms.iter().filter(|p| p.test).count() })
 }
+
+/// The demo model's recipe as flags (`ml-pipeline/params.yaml` holds the
+/// same values for `dvc repro`): the head on the frozen backbone, then
+/// `norm5` unfrozen; augmentation off, since the frozen outputs are cached
+/// from one view per image.
+pub const DEMO_RECIPE: [&str; 16] = [
+    "--epochs-frozen",
+    "40",
+    "--learning-rate",
+    "0.003",
+    "--epochs-unfrozen",
+    "5",
+    "--unfreeze-units",
+    "1",
+    "--dropout",
+    "0.2",
+    "--early-stopping-patience",
+    "8",
+    "--plateau-patience",
+    "3",
+    "--augment",
+    "false",
+];

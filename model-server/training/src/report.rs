@@ -61,28 +61,34 @@ pub fn evaluate(
             calibration: metrics::calibration(&ts, &tt),
         });
     }
-    let mean = |aucs: Vec<Option<f64>>| {
-        let v: Vec<f64> = aucs.into_iter().flatten().collect();
-        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
-    };
-    let (confusion, test_accuracy) = match kind {
-        LabelKind::Exclusive => {
-            let truth: Vec<usize> = test.iter().map(|e| e.targets.iter().position(|&t| t > 0.5).unwrap_or(0)).collect();
-            let m = metrics::confusion_matrix(test_p, &truth, labels.len());
-            let correct: usize = (0..labels.len()).map(|i| m[i][i]).sum();
-            (Some(m), Some(correct as f64 / test.len().max(1) as f64))
-        }
-        LabelKind::MultiLabel => (None, None),
-    };
+    let (confusion, test_accuracy) = exclusive_confusion(kind, test, test_p, labels.len()).unzip();
     Report {
-        test_mean_auc: mean(reports.iter().map(|r| r.test.auc).collect()),
-        validation_mean_auc: mean(reports.iter().map(|r| r.validation.auc).collect()),
+        test_mean_auc: mean_auc(reports.iter().map(|r| r.test.auc)),
+        validation_mean_auc: mean_auc(reports.iter().map(|r| r.validation.auc)),
         labels: reports,
         confusion,
         test_accuracy,
         images: BTreeMap::from([("train".into(), train_images), ("validation".into(), validation.len()), ("test".into(), test.len())]),
         best_epoch,
     }
+}
+
+/// The mean of the labels' ROC-AUCs that exist (a label without both
+/// classes has none).
+pub fn mean_auc(aucs: impl Iterator<Item = Option<f64>>) -> Option<f64> {
+    let v: Vec<f64> = aucs.flatten().collect();
+    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+}
+
+/// Exclusive classes only: the confusion matrix (rows true, columns
+/// predicted) and the accuracy.
+pub fn exclusive_confusion(kind: LabelKind, examples: &[Example], probabilities: &[Vec<f32>], labels: usize) -> Option<(Vec<Vec<usize>>, f64)> {
+    (kind == LabelKind::Exclusive).then(|| {
+        let truth: Vec<usize> = examples.iter().map(|e| e.targets.iter().position(|&t| t > 0.5).unwrap_or(0)).collect();
+        let m = metrics::confusion_matrix(probabilities, &truth, labels);
+        let correct: usize = (0..labels).map(|i| m[i][i]).sum();
+        (m, correct as f64 / examples.len().max(1) as f64)
+    })
 }
 
 /// The code's revision: `GIT_REVISION` (set by the image build), else

@@ -31,30 +31,6 @@ fn settings_for(data: &Path, out: &Path, extra: &[&str]) -> cxr_training::TrainS
     settings::resolve(Path::new("/nonexistent"), &flags).expect("settings")
 }
 
-/// The demo recipe (`ml-pipeline/params.yaml`; the same phantoms too, so
-/// this test retrains the demo model): the head on the frozen backbone, then
-/// `norm5` unfrozen.
-const RECIPE: [&str; 18] = [
-    "--epochs-frozen",
-    "40",
-    "--learning-rate",
-    "0.003",
-    "--epochs-unfrozen",
-    "5",
-    "--unfreeze-units",
-    "1",
-    "--dropout",
-    "0.2",
-    "--early-stopping-patience",
-    "8",
-    "--plateau-patience",
-    "3",
-    "--augment",
-    "false",
-    "--name",
-    "phantom-test",
-];
-
 #[test]
 fn a_model_trained_on_phantoms_finds_effusions_and_the_server_loads_it() {
     let dir = tempfile::tempdir().expect("dir");
@@ -62,7 +38,9 @@ fn a_model_trained_on_phantoms_finds_effusions_and_the_server_loads_it() {
     let written =
         phantoms::write_set(&data, &PhantomSettings { count: 400, ..PhantomSettings::default() }, Layout::Folder, FileFormat::Mixed).expect("phantoms");
     assert_eq!(written.images, 400);
-    let settings = settings_for(&data, dir.path(), &RECIPE);
+    // The demo recipe on the demo model's phantoms: this retrains it.
+    let recipe: Vec<&str> = phantoms::DEMO_RECIPE.iter().copied().chain(["--name", "phantom-test"]).collect();
+    let settings = settings_for(&data, dir.path(), &recipe);
     let summary = sagemaker::run(&settings, &AtomicBool::new(false)).expect("training");
     for l in &summary.report.labels {
         println!("{}: test AUC {:?}, threshold {:.3}, F1 {:.3}, ECE {:.3}", l.label, l.test.auc, l.validation.threshold, l.test.f1, l.calibration.ece);

@@ -110,7 +110,7 @@ impl FusedDenseNet {
     fn forward_unit(&self, x: &Tensor, unit: usize, last: usize) -> Result<Tensor> {
         if unit == 0 {
             let y = self.stem.forward(&x.contiguous()?)?;
-            y.pad_with_same(D::Minus1, 1, 1)?.pad_with_same(D::Minus2, 1, 1)?.max_pool2d_with_stride(3, 2)
+            super::stem_max_pool(&y)
         } else if unit == last {
             self.norm5.forward(x)
         } else if unit % 2 == 1 {
@@ -215,9 +215,7 @@ impl DenseNet121 {
         for unit in range {
             x = if unit == 0 {
                 let y = self.norm0.forward_t(&x.apply(&self.conv0)?, train)?.relu()?;
-                // torchvision pads max-pool with -inf; repeating the edge
-                // gives the same maximum.
-                y.pad_with_same(D::Minus1, 1, 1)?.pad_with_same(D::Minus2, 1, 1)?.max_pool2d_with_stride(3, 2)?
+                super::stem_max_pool(&y)?
             } else if unit == last {
                 self.norm5.forward_t(&x, train)?.relu()?
             } else if unit % 2 == 1 {

@@ -23,6 +23,13 @@ pub fn calibrate(probability: f32, threshold: Option<f32>) -> f32 {
     }
 }
 
+/// The stem's `MaxPool2d(3, stride 2, padding 1)`: torchvision pads with
+/// -inf; repeating the edge gives the same maximum.
+pub(crate) fn stem_max_pool(y: &candle_core::Tensor) -> candle_core::Result<candle_core::Tensor> {
+    use candle_core::D;
+    y.pad_with_same(D::Minus1, 1, 1)?.pad_with_same(D::Minus2, 1, 1)?.max_pool2d_with_stride(3, 2)
+}
+
 pub fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
 }

@@ -184,7 +184,7 @@ impl ResNet50 {
             for unit in range {
                 x = if unit == 0 {
                     let y = fused.stem.forward(&x.contiguous()?)?;
-                    y.pad_with_same(D::Minus1, 1, 1)?.pad_with_same(D::Minus2, 1, 1)?.max_pool2d_with_stride(3, 2)?
+                    super::stem_max_pool(&y)?
                 } else {
                     fused.blocks.get(unit - 1).ok_or_else(|| candle_core::Error::Msg(format!("no unit {unit}")))?.forward(&x)?
                 };
@@ -194,7 +194,7 @@ impl ResNet50 {
         for unit in range {
             x = if unit == 0 {
                 let y = self.bn1.forward_t(&x.apply(&self.conv1)?, train)?.relu()?;
-                y.pad_with_same(D::Minus1, 1, 1)?.pad_with_same(D::Minus2, 1, 1)?.max_pool2d_with_stride(3, 2)?
+                super::stem_max_pool(&y)?
             } else {
                 let block = self.layers.iter().flatten().nth(unit - 1).ok_or_else(|| candle_core::Error::Msg(format!("no unit {unit}")))?;
                 block.forward_t(&x, train)?
