@@ -163,24 +163,20 @@ impl FusedConv {
         let pixels = oh * ow;
         let k = self.c_in * self.kernel * self.kernel;
         let direct = self.kernel == 1 && self.stride == 1 && self.padding == 0;
-        let mut out = vec![0f32; b * self.c_out * pixels];
+        let per_image = self.c_out * pixels;
         let threads = candle_core::utils::get_num_threads();
         // A batch with an image per thread runs its images side by side, each
-        // GEMM on one thread (small per-layer GEMMs split badly); otherwise
-        // each GEMM is split, above about a million multiply-adds (below,
-        // threads cost more than they save).
+        // GEMM on one thread (small per-layer GEMMs split badly). Otherwise
+        // each image's output is cut into one block per thread, above about
+        // a million multiply-adds (below, threads cost more than they save):
+        // each block's epilogue then runs on the thread that just wrote it,
+        // with one hand-off per layer instead of one per GEMM phase.
         let by_image = threads > 1 && b >= threads;
-        let parallelism =
-            if threads > 1 && !by_image && self.c_out * pixels * k > 1 << 20 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
-        let one_image = |n: usize, dst: &mut [f32], columns: &mut Vec<f32>| {
+        let blocks = if threads > 1 && !by_image && per_image * k > 1 << 20 { threads } else { 1 };
+        let mut out: Vec<f32> = Vec::with_capacity(b * per_image);
+        let out_ptr = SharedOut(out.as_mut_ptr());
+        let one_image = |n: usize, columns: &mut Vec<f32>| {
             let image = &input[n * c * h * w..(n + 1) * c * h * w];
-            // The epilogue's addends first, so the GEMM accumulates onto them.
-            for ((d, &bias), o) in dst.chunks_mut(pixels).zip(&self.bias).zip(0..) {
-                match residual {
-                    Some(r) => d.iter_mut().zip(&r[(n * self.c_out + o) * pixels..][..pixels]).for_each(|(d, &r)| *d = r + bias),
-                    None => d.fill(bias),
-                }
-            }
             let rhs: &[f32] = if direct {
                 image
             } else {
@@ -188,44 +184,93 @@ impl FusedConv {
                 self.im2col(image, h, w, (oh, ow), columns, !by_image);
                 columns
             };
-            // SAFETY: `dst` is `c_out x pixels`, `weights` `c_out x k` and
-            // `rhs` `k x pixels`, all row-major and in bounds.
-            unsafe {
-                gemm::gemm(
-                    self.c_out,
-                    pixels,
-                    k,
-                    dst.as_mut_ptr(),
-                    1,
-                    pixels as isize,
-                    true,
-                    self.weights.as_ptr(),
-                    1,
-                    k as isize,
-                    rhs.as_ptr(),
-                    1,
-                    pixels as isize,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    parallelism,
-                );
-            }
-            if self.relu {
-                dst.iter_mut().for_each(|v| *v = v.max(0.0));
+            let residual = residual.map(|r| &r[n * per_image..(n + 1) * per_image]);
+            // SAFETY: image `n`'s `c_out x pixels` output lies inside `out`'s
+            // capacity, and the blocks below cover it without overlapping.
+            let dst = SharedOut(unsafe { out_ptr.at(n * per_image) });
+            if blocks == 1 {
+                unsafe { self.block(dst, rhs, residual, k, pixels, 0..self.c_out, 0..pixels) };
+            } else {
+                // Cut along the longer side, so that what each thread packs
+                // twice (the other operand) is the smaller one.
+                let (long, by_rows) = if self.c_out >= pixels { (self.c_out, true) } else { (pixels, false) };
+                let step = long.div_ceil(blocks).next_multiple_of(16);
+                (0..long.div_ceil(step)).into_par_iter().for_each(|i| {
+                    let part = i * step..((i + 1) * step).min(long);
+                    let (rows, cols) = if by_rows { (part, 0..pixels) } else { (0..self.c_out, part) };
+                    // SAFETY: as above; blocks differ in rows or in columns.
+                    unsafe { self.block(dst, rhs, residual, k, pixels, rows, cols) };
+                });
             }
         };
         if by_image {
-            out.par_chunks_mut(self.c_out * pixels).enumerate().for_each_init(Vec::new, |columns, (n, dst)| one_image(n, dst, columns));
+            (0..b).into_par_iter().for_each_init(Vec::new, |columns, n| one_image(n, columns));
         } else {
             let mut columns = Vec::new();
-            for (n, dst) in out.chunks_mut(self.c_out * pixels).enumerate() {
-                one_image(n, dst, &mut columns);
+            (0..b).for_each(|n| one_image(n, &mut columns));
+        }
+        // SAFETY: every image's every output was written above.
+        unsafe { out.set_len(b * per_image) };
+        Ok((CpuStorage::F32(out), Shape::from((b, self.c_out, oh, ow))))
+    }
+
+    /// One block of one image's output, `dst[rows, cols]` (row-major,
+    /// `pixels` per row): the epilogue's addends (bias, residual) first, the
+    /// GEMM accumulating onto them, then ReLU.
+    ///
+    /// # Safety
+    /// `dst` must point at `c_out x pixels` writable values, `rhs` hold
+    /// `k x pixels`, and no other thread touch `dst[rows, cols]` meanwhile.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn block(
+        &self,
+        dst: SharedOut,
+        rhs: &[f32],
+        residual: Option<&[f32]>,
+        k: usize,
+        pixels: usize,
+        rows: std::ops::Range<usize>,
+        cols: std::ops::Range<usize>,
+    ) {
+        let dst = dst.0;
+        // SAFETY: the caller's contract; the GEMM's operands are in bounds.
+        unsafe {
+            for o in rows.clone() {
+                let row = dst.add(o * pixels);
+                let bias = self.bias[o];
+                for j in cols.clone() {
+                    let v = bias + residual.map_or(0.0, |r| r[o * pixels + j]);
+                    row.add(j).write(v);
+                }
+            }
+            gemm::gemm(
+                rows.len(),
+                cols.len(),
+                k,
+                dst.add(rows.start * pixels + cols.start),
+                1,
+                pixels as isize,
+                true,
+                self.weights.as_ptr().add(rows.start * k),
+                1,
+                k as isize,
+                rhs.as_ptr().add(cols.start),
+                1,
+                pixels as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+            if self.relu {
+                for o in rows {
+                    let row = std::slice::from_raw_parts_mut(dst.add(o * pixels + cols.start), cols.len());
+                    row.iter_mut().for_each(|v| *v = v.max(0.0));
+                }
             }
         }
-        Ok((CpuStorage::F32(out), Shape::from((b, self.c_out, oh, ow))))
     }
 
     /// One image's patches as `(c_in * kernel * kernel, oh * ow)`, rows in
@@ -279,6 +324,23 @@ impl CustomOp1 for FusedConv {
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         self.run(f32_input(storage, self.name())?, layout, None)
+    }
+}
+
+/// The output buffer, written by several threads at disjoint places.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+
+// SAFETY: the writers are handed disjoint blocks (see `FusedConv::run`).
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// # Safety
+    /// `offset` must lie within the buffer's allocation.
+    unsafe fn at(self, offset: usize) -> *mut f32 {
+        // SAFETY: the caller keeps `offset` in bounds.
+        unsafe { self.0.add(offset) }
     }
 }
 
