@@ -65,16 +65,17 @@ impl Transition {
 }
 
 /// The same network for CPU inference: batch norms folded into the
-/// convolution before them (or into one scale-and-shift pass with the ReLU),
-/// each dense block's features written into one buffer.
+/// convolution before them, or (the pre-activations) applied with their
+/// ReLU by the 1x1 convolution after them as it reads its input; each dense
+/// block's features written into one buffer.
 #[derive(Debug)]
 struct FusedDenseNet {
     /// `conv0 -> norm0 -> relu`.
     stem: FusedConv,
-    /// Per layer: `norm1 -> relu`, `conv1 -> norm2 -> relu`, `conv2`.
-    blocks: Vec<Vec<(ChannelAffine, FusedConv, FusedConv)>>,
-    /// `norm -> relu`, `conv` (then the average pool).
-    transitions: Vec<(ChannelAffine, FusedConv)>,
+    /// Per layer: `norm1 -> relu -> conv1 -> norm2 -> relu`, `conv2`.
+    blocks: Vec<Vec<(FusedConv, FusedConv)>>,
+    /// `norm -> relu -> conv` (then the average pool).
+    transitions: Vec<FusedConv>,
     norm5: ChannelAffine,
 }
 
@@ -90,8 +91,7 @@ impl FusedDenseNet {
                         .iter()
                         .map(|l| {
                             Ok((
-                                ChannelAffine::from_batch_norm(&l.norm1, true)?,
-                                FusedConv::new(&l.conv1, Some(&l.norm2), true)?,
+                                FusedConv::new(&l.conv1, Some(&l.norm2), true)?.with_pre_activation(ChannelAffine::from_batch_norm(&l.norm1, true)?)?,
                                 FusedConv::new(&l.conv2, None, false)?,
                             ))
                         })
@@ -101,7 +101,7 @@ impl FusedDenseNet {
             transitions: net
                 .transitions
                 .iter()
-                .map(|t| Ok((ChannelAffine::from_batch_norm(&t.norm, true)?, FusedConv::new(&t.conv, None, false)?)))
+                .map(|t| FusedConv::new(&t.conv, None, false)?.with_pre_activation(ChannelAffine::from_batch_norm(&t.norm, true)?))
                 .collect::<Result<Vec<_>>>()?,
             norm5: ChannelAffine::from_batch_norm(&net.norm5, true)?,
         })
@@ -121,16 +121,14 @@ impl FusedDenseNet {
             let features = Tensor::zeros((b, c0 + block.len() * GROWTH, h, w), DType::F32, x.device())?;
             features.slice_set(&x.contiguous()?, 1, 0)?;
             let mut channels = c0;
-            for (norm1, conv1, conv2) in block {
-                let input = norm1.forward(&features.narrow(1, 0, channels)?)?;
-                let new = conv2.forward(&conv1.forward(&input)?)?;
+            for (conv1, conv2) in block {
+                let new = conv2.forward(&conv1.forward(&features.narrow(1, 0, channels)?)?)?;
                 features.slice_set(&new, 1, channels)?;
                 channels += GROWTH;
             }
             Ok(features)
         } else {
-            let (norm, conv) = &self.transitions[unit / 2 - 1];
-            conv.forward(&norm.forward(x)?)?.avg_pool2d(2)
+            self.transitions[unit / 2 - 1].forward(x)?.avg_pool2d(2)
         }
     }
 }

@@ -110,6 +110,8 @@ pub struct FusedConv {
     weights: Vec<f32>,
     bias: Vec<f32>,
     relu: bool,
+    /// DenseNet's pre-activation `relu(norm(x))`, applied on the way in.
+    pre: Option<ChannelAffine>,
 }
 
 impl FusedConv {
@@ -137,7 +139,20 @@ impl FusedConv {
                 bias[o] = bias[o] * s + t;
             }
         }
-        Ok(Self { c_in, c_out, kernel: kh, stride: config.stride, padding: config.padding, weights, bias, relu })
+        Ok(Self { c_in, c_out, kernel: kh, stride: config.stride, padding: config.padding, weights, bias, relu, pre: None })
+    }
+
+    /// Applies `pre` (a batch norm with ReLU: DenseNet's `norm -> relu`
+    /// before each 1x1 convolution) to the input first. Each thread applies
+    /// it to just the columns it multiplies, into a buffer of its own, so the
+    /// normalised input is never written out whole and there is no separate
+    /// pass (and hand-off) for it. 1x1 stride-1 convolutions only.
+    pub fn with_pre_activation(mut self, pre: ChannelAffine) -> Result<Self> {
+        if self.kernel != 1 || self.stride != 1 || self.padding != 0 || pre.scale.len() != self.c_in {
+            candle_core::bail!("fused conv: pre-activation for 1x1 stride-1 convolutions of {} channels only", self.c_in);
+        }
+        self.pre = Some(pre);
+        Ok(self)
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -155,13 +170,16 @@ impl FusedConv {
 
     fn run(&self, input: &[f32], layout: &Layout, residual: Option<&[f32]>) -> Result<(CpuStorage, Shape)> {
         let (b, c, h, w) = layout.shape().dims4()?;
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("fused conv: contiguous input only");
-        };
+        // Each image's channels must be packed planes; images may lie apart
+        // (a channel prefix of DenseNet's block buffer).
+        let stride = layout.stride();
+        if (h > 1 && stride[2] != w) || (w > 1 && stride[3] != 1) || (c > 1 && stride[1] != h * w) {
+            candle_core::bail!("fused conv: {:?} with strides {stride:?}: packed channel planes only", layout.shape());
+        }
         if c != self.c_in {
             candle_core::bail!("fused conv: {c} input channels, expected {}", self.c_in);
         }
-        let input = &input[start..end];
+        let start = layout.start_offset();
         let (oh, ow) = (self.out_side(h), self.out_side(w));
         let pixels = oh * ow;
         let k = self.c_in * self.kernel * self.kernel;
@@ -179,7 +197,27 @@ impl FusedConv {
         let mut out: Vec<f32> = Vec::with_capacity(b * per_image);
         let out_ptr = SharedOut(out.as_mut_ptr());
         let one_image = |n: usize, columns: &mut Vec<f32>| {
-            let image = &input[n * c * h * w..(n + 1) * c * h * w];
+            let image = &input[start + n * stride[0]..][..c * h * w];
+            let residual = residual.map(|r| &r[n * per_image..(n + 1) * per_image]);
+            // SAFETY: image `n`'s `c_out x pixels` output lies inside `out`'s
+            // capacity, and the blocks below cover it without overlapping.
+            let dst = SharedOut(unsafe { out_ptr.at(n * per_image) });
+            if let Some(pre) = &self.pre {
+                // Cut along the columns: each block normalises its own.
+                let run = |cols: std::ops::Range<usize>| {
+                    with_pre_activated(pre, image, pixels, cols.clone(), |rhs| {
+                        // SAFETY: as above; `rhs` is `k x cols.len()`.
+                        unsafe { self.block(dst, rhs.as_ptr(), cols.len(), residual, k, pixels, 0..self.c_out, cols) }
+                    })
+                };
+                if blocks == 1 {
+                    run(0..pixels);
+                } else {
+                    let step = pixels.div_ceil(blocks).next_multiple_of(16);
+                    (0..pixels.div_ceil(step)).into_par_iter().for_each(|i| run(i * step..((i + 1) * step).min(pixels)));
+                }
+                return;
+            }
             let rhs: &[f32] = if direct {
                 image
             } else {
@@ -192,12 +230,8 @@ impl FusedConv {
                 self.im2col(image, h, w, (oh, ow), columns, !by_image);
                 columns
             };
-            let residual = residual.map(|r| &r[n * per_image..(n + 1) * per_image]);
-            // SAFETY: image `n`'s `c_out x pixels` output lies inside `out`'s
-            // capacity, and the blocks below cover it without overlapping.
-            let dst = SharedOut(unsafe { out_ptr.at(n * per_image) });
             if blocks == 1 {
-                unsafe { self.block(dst, rhs, residual, k, pixels, 0..self.c_out, 0..pixels) };
+                unsafe { self.block(dst, rhs.as_ptr(), pixels, residual, k, pixels, 0..self.c_out, 0..pixels) };
             } else {
                 // Cut along the longer side, so that what each thread packs
                 // twice (the other operand) is the smaller one.
@@ -207,7 +241,7 @@ impl FusedConv {
                     let part = i * step..((i + 1) * step).min(long);
                     let (rows, cols) = if by_rows { (part, 0..pixels) } else { (0..self.c_out, part) };
                     // SAFETY: as above; blocks differ in rows or in columns.
-                    unsafe { self.block(dst, rhs, residual, k, pixels, rows, cols) };
+                    unsafe { self.block(dst, rhs[cols.start..].as_ptr(), pixels, residual, k, pixels, rows, cols) };
                 });
             }
         };
@@ -223,16 +257,19 @@ impl FusedConv {
 
     /// One block of one image's output, `dst[rows, cols]` (row-major,
     /// `pixels` per row): the epilogue's addends (bias, residual) first, the
-    /// GEMM accumulating onto them, then ReLU.
+    /// GEMM accumulating onto them, then ReLU. `rhs` points at the block's
+    /// first column of a `k`-row matrix with rows `rhs_stride` apart.
     ///
     /// # Safety
-    /// `dst` must point at `c_out x pixels` writable values, `rhs` hold
-    /// `k x pixels`, and no other thread touch `dst[rows, cols]` meanwhile.
+    /// `dst` must point at `c_out x pixels` writable values, `rhs` at `k`
+    /// readable rows of `cols.len()` values, and no other thread touch
+    /// `dst[rows, cols]` meanwhile.
     #[allow(clippy::too_many_arguments)]
     unsafe fn block(
         &self,
         dst: SharedOut,
-        rhs: &[f32],
+        rhs: *const f32,
+        rhs_stride: usize,
         residual: Option<&[f32]>,
         k: usize,
         pixels: usize,
@@ -261,9 +298,9 @@ impl FusedConv {
                 self.weights.as_ptr().add(rows.start * k),
                 1,
                 k as isize,
-                rhs.as_ptr().add(cols.start),
+                rhs,
                 1,
-                pixels as isize,
+                rhs_stride as isize,
                 1.0,
                 1.0,
                 false,
@@ -348,6 +385,34 @@ fn with_columns<R>(f: impl FnOnce(&mut Vec<f32>) -> R) -> R {
     let mut columns = COLUMNS.take();
     let result = f(&mut columns);
     COLUMNS.set(columns);
+    result
+}
+
+thread_local! {
+    /// Each thread's pre-activated input columns (see
+    /// [`FusedConv::with_pre_activation`]), kept like [`COLUMNS`].
+    static PRE_ACTIVATED: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Runs `f` on `relu(pre(image))[.., cols]` as a `channels x cols.len()`
+/// matrix in this thread's buffer.
+fn with_pre_activated<R>(pre: &ChannelAffine, image: &[f32], pixels: usize, cols: std::ops::Range<usize>, f: impl FnOnce(&[f32]) -> R) -> R {
+    let mut buffer = PRE_ACTIVATED.take();
+    let (channels, width) = (pre.scale.len(), cols.len());
+    if buffer.len() < channels * width {
+        buffer.resize(channels * width, 0.0);
+    }
+    for (ch, dst) in buffer[..channels * width].chunks_mut(width).enumerate() {
+        let src = &image[ch * pixels + cols.start..][..width];
+        let (s, t) = (pre.scale[ch], pre.shift[ch]);
+        if pre.relu {
+            dst.iter_mut().zip(src).for_each(|(d, &x)| *d = (x * s + t).max(0.0));
+        } else {
+            dst.iter_mut().zip(src).for_each(|(d, &x)| *d = x * s + t);
+        }
+    }
+    let result = f(&buffer[..channels * width]);
+    PRE_ACTIVATED.set(buffer);
     result
 }
 
