@@ -122,8 +122,7 @@ impl FusedDenseNet {
             features.slice_set(&x.contiguous()?, 1, 0)?;
             let mut channels = c0;
             for (conv1, conv2) in block {
-                let new = conv2.forward(&conv1.forward(&features.narrow(1, 0, channels)?)?)?;
-                features.slice_set(&new, 1, channels)?;
+                conv2.forward_into(&conv1.forward(&features.narrow(1, 0, channels)?)?, &features, channels)?;
                 channels += GROWTH;
             }
             Ok(features)

@@ -15,7 +15,7 @@
 //! ([`super::DenseNet121::prepare_for_cpu_inference`]), from weights that no
 //! longer change.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, InplaceOp2, Layout, Result, Shape, Tensor};
 use candle_nn::{BatchNorm, Conv2d};
 use rayon::prelude::*;
 
@@ -159,6 +159,13 @@ impl FusedConv {
         x.apply_op1_no_bwd(self)
     }
 
+    /// Writes `conv(x)` into channels `channel..channel + c_out` of `dst`
+    /// (contiguous, `(batch, channels, oh, ow)`) in place: a DenseNet layer
+    /// appending its features to its block's buffer without a copy.
+    pub fn forward_into(&self, x: &Tensor, dst: &Tensor, channel: usize) -> Result<()> {
+        dst.inplace_op2(x, &WriteInto { conv: self, channel })
+    }
+
     /// `relu(conv(x) + residual)` (ResNet's last convolution of a block).
     pub fn forward_with_residual(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
         x.apply_op2_no_bwd(residual, &WithResidual(self))
@@ -169,6 +176,22 @@ impl FusedConv {
     }
 
     fn run(&self, input: &[f32], layout: &Layout, residual: Option<&[f32]>) -> Result<(CpuStorage, Shape)> {
+        let (b, _, h, w) = layout.shape().dims4()?;
+        let (oh, ow) = (self.out_side(h), self.out_side(w));
+        let per_image = self.c_out * oh * ow;
+        let mut out: Vec<f32> = Vec::with_capacity(b * per_image);
+        // SAFETY: `out` holds `b` images of `per_image` values.
+        unsafe { self.run_into(input, layout, residual, SharedOut(out.as_mut_ptr()), per_image)? };
+        // SAFETY: every image's every output was written.
+        unsafe { out.set_len(b * per_image) };
+        Ok((CpuStorage::F32(out), Shape::from((b, self.c_out, oh, ow))))
+    }
+
+    /// Writes image `n`'s `c_out x oh x ow` output at `out + n * image_stride`.
+    ///
+    /// # Safety
+    /// Those places must be writable and touched by no one else meanwhile.
+    unsafe fn run_into(&self, input: &[f32], layout: &Layout, residual: Option<&[f32]>, out_ptr: SharedOut, image_stride: usize) -> Result<()> {
         let (b, c, h, w) = layout.shape().dims4()?;
         // Each image's channels must be packed planes; images may lie apart
         // (a channel prefix of DenseNet's block buffer).
@@ -194,14 +217,12 @@ impl FusedConv {
         // with one hand-off per layer instead of one per GEMM phase.
         let by_image = threads > 1 && b >= threads;
         let blocks = if threads > 1 && !by_image && per_image * k > 1 << 20 { threads } else { 1 };
-        let mut out: Vec<f32> = Vec::with_capacity(b * per_image);
-        let out_ptr = SharedOut(out.as_mut_ptr());
         let one_image = |n: usize, columns: &mut Vec<f32>| {
             let image = &input[start + n * stride[0]..][..c * h * w];
             let residual = residual.map(|r| &r[n * per_image..(n + 1) * per_image]);
             // SAFETY: image `n`'s `c_out x pixels` output lies inside `out`'s
             // capacity, and the blocks below cover it without overlapping.
-            let dst = SharedOut(unsafe { out_ptr.at(n * per_image) });
+            let dst = SharedOut(unsafe { out_ptr.at(n * image_stride) });
             if let Some(pre) = &self.pre {
                 // Cut along the columns: each block normalises its own.
                 let run = |cols: std::ops::Range<usize>| {
@@ -250,9 +271,7 @@ impl FusedConv {
         } else {
             with_columns(|columns| (0..b).for_each(|n| one_image(n, columns)));
         }
-        // SAFETY: every image's every output was written above.
-        unsafe { out.set_len(b * per_image) };
-        Ok((CpuStorage::F32(out), Shape::from((b, self.c_out, oh, ow))))
+        Ok(())
     }
 
     /// One block of one image's output, `dst[rows, cols]` (row-major,
@@ -430,6 +449,34 @@ impl SharedOut {
     unsafe fn at(self, offset: usize) -> *mut f32 {
         // SAFETY: the caller keeps `offset` in bounds.
         unsafe { self.0.add(offset) }
+    }
+}
+
+struct WriteInto<'a> {
+    conv: &'a FusedConv,
+    channel: usize,
+}
+
+impl InplaceOp2 for WriteInto<'_> {
+    fn name(&self) -> &'static str {
+        "fused-conv-into"
+    }
+
+    fn cpu_fwd(&self, dst: &mut CpuStorage, dst_layout: &Layout, x: &CpuStorage, x_layout: &Layout) -> Result<()> {
+        let (b, _, h, w) = x_layout.shape().dims4()?;
+        let (oh, ow) = (self.conv.out_side(h), self.conv.out_side(w));
+        let (db, dc, dh, dw) = dst_layout.shape().dims4()?;
+        if !dst_layout.is_contiguous() || (db, dh, dw) != (b, oh, ow) || self.channel + self.conv.c_out > dc {
+            candle_core::bail!("fused conv into {:?} at channel {}: does not fit", dst_layout.shape(), self.channel);
+        }
+        let input = f32_input(x, self.name())?;
+        let CpuStorage::F32(dst) = dst else {
+            candle_core::bail!("{}: f32 only", self.name());
+        };
+        let start = dst_layout.start_offset() + self.channel * oh * ow;
+        // SAFETY: checked above: image n's `c_out` planes from `channel` on
+        // lie inside `dst`, which this op holds exclusively.
+        unsafe { self.conv.run_into(input, x_layout, None, SharedOut(dst[start..].as_mut_ptr()), dc * oh * ow) }
     }
 }
 
