@@ -92,17 +92,34 @@ def step(model, trainable, x, loss_fn, targets, watched, statistics):
     }
 
 
-def resnet():
+def float64_logits(build):
+    """The same forward pass (frozen units in eval(), the learning ones in
+    train()) in float64: the exact answer float32 implementations are
+    judged against. Its own model, so the float32 step is untouched."""
+    model, trainable, x = build()
+    model = model.double()
+    model.eval()
+    for module in trainable:
+        module.train()
+    with torch.no_grad():
+        return model(x.double()).tolist()
+
+
+def resnet_model():
     model = torchvision.models.resnet50(weights=None)
     model.fc = torch.nn.Sequential(torch.nn.Linear(2048, 256), torch.nn.ReLU(), torch.nn.Dropout(0.0), torch.nn.Linear(256, 2))
     model = load_all_formula(model)
-    x = inputs(4, 3, 1.5)
+    return model, [model.layer4[1], model.layer4[2], model.fc], inputs(4, 3, 1.5)
+
+
+def resnet():
+    model, trainable, x = resnet_model()
     targets = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.0, 0.0]])
     pos_weight = torch.tensor([2.0, 0.5])
     watched = ["fc.3.weight", "fc.0.bias", "layer4.2.bn3.weight", "layer4.2.conv3.weight", "layer4.1.conv2.weight", "layer4.1.bn1.bias"]
     statistics = ["layer4.1.bn1.running_mean", "layer4.1.bn1.running_var", "layer4.2.bn3.running_mean", "layer4.2.bn3.running_var"]
-    trainable = [model.layer4[1], model.layer4[2], model.fc]
     out = step(model, trainable, x, torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight), targets, watched, statistics)
+    out["logits_float64"] = float64_logits(resnet_model)
     out.update({"model": "torchvision resnet50, fc = Sequential(Linear(2048, 256), ReLU, Dropout(0), Linear(256, 2)), formula weights, layer4.1, layer4.2 and fc learning", "unfrozen_units": 2, "input": {"batch": 4, "channels": 3, "side": SIDE, "scale": 1.5}, "targets": targets.tolist(), "pos_weight": pos_weight.tolist()})
     return out
 
@@ -121,16 +138,20 @@ class XrvForward(torch.nn.Module):
         return self.classifier(torch.nn.functional.adaptive_avg_pool2d(out, (1, 1)).flatten(1))
 
 
-def densenet():
+def densenet_model():
     net = xrv.models.DenseNet(weights=None, num_classes=3, apply_sigmoid=False)
     model = load_all_formula(XrvForward(net), stems=("features.conv0.weight",))
-    x = inputs(4, 1, 1024.0)
+    return model, [model.features.denseblock4, model.features.norm5, model.classifier], inputs(4, 1, 1024.0)
+
+
+def densenet():
+    model, trainable, x = densenet_model()
     classes = torch.tensor([0, 2, 1, 2])
     weight = torch.tensor([1.0, 2.0, 0.5])
     watched = ["classifier.weight", "classifier.bias", "features.norm5.weight", "features.denseblock4.denselayer16.conv2.weight", "features.denseblock4.denselayer1.norm1.weight"]
     statistics = ["features.denseblock4.denselayer1.norm1.running_mean", "features.denseblock4.denselayer1.norm1.running_var", "features.norm5.running_mean", "features.norm5.running_var"]
-    trainable = [model.features.denseblock4, model.features.norm5, model.classifier]
     out = step(model, trainable, x, torch.nn.CrossEntropyLoss(weight=weight), classes, watched, statistics)
+    out["logits_float64"] = float64_logits(densenet_model)
     out.update({"model": "torchxrayvision DenseNet-121, 3 classes, formula weights, denseblock4, norm5 and classifier learning", "unfrozen_units": 2, "input": {"batch": 4, "channels": 1, "side": SIDE, "scale": 1024.0}, "classes": classes.tolist(), "class_weight": weight.tolist()})
     return out
 
