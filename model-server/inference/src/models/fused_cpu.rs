@@ -208,7 +208,9 @@ impl FusedConv {
         let k = self.c_in * self.kernel * self.kernel;
         let direct = self.kernel == 1 && self.stride == 1 && self.padding == 0;
         let per_image = self.c_out * pixels;
-        let threads = candle_core::utils::get_num_threads();
+        // The pool these par_iters run in (the global one, sized by
+        // RAYON_NUM_THREADS like candle's, unless the caller installed one).
+        let threads = rayon::current_num_threads();
         // A batch with an image per thread runs its images side by side, each
         // GEMM on one thread (small per-layer GEMMs split badly). Otherwise
         // each image's output is cut into one block per thread, above about
@@ -498,5 +500,95 @@ impl CustomOp2 for WithResidual<'_> {
             candle_core::bail!("fused conv: residual of {} values, expected {expected}", residual.len());
         }
         self.0.run(f32_input(storage, self.name())?, layout, Some(residual))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Module, ModuleT};
+    use candle_nn::Conv2dConfig;
+
+    use super::*;
+
+    /// Deterministic values in [-scale, scale).
+    fn values(shape: &[usize], seed: usize, scale: f32, offset: f32) -> Tensor {
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n).map(|i| offset + scale * (((i * 7919 + seed * 104_729) % 1000) as f32 / 500.0 - 1.0)).collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).expect("tensor")
+    }
+
+    fn conv(c_in: usize, c_out: usize, kernel: usize, stride: usize, padding: usize, seed: usize) -> Conv2d {
+        let fan_in = (c_in * kernel * kernel) as f32;
+        let config = Conv2dConfig { padding, stride, ..Default::default() };
+        Conv2d::new(values(&[c_out, c_in, kernel, kernel], seed, 1.0 / fan_in.sqrt(), 0.0), None, config)
+    }
+
+    fn batch_norm(c: usize, seed: usize) -> BatchNorm {
+        BatchNorm::new(
+            c,
+            values(&[c], seed, 0.2, 0.0),
+            values(&[c], seed + 1, 0.5, 1.0),
+            values(&[c], seed + 2, 0.3, 1.0),
+            values(&[c], seed + 3, 0.1, 0.0),
+            1e-5,
+        )
+        .expect("batch norm")
+    }
+
+    fn assert_close(what: &str, fused: &Tensor, reference: &Tensor) {
+        let (a, b): (Vec<f32>, Vec<f32>) = (fused.flatten_all().unwrap().to_vec1().unwrap(), reference.flatten_all().unwrap().to_vec1().unwrap());
+        assert_eq!(a.len(), b.len(), "{what}: sizes");
+        let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
+        let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs() / scale).fold(0f32, f32::max);
+        assert!(worst < 1e-5, "{what}: fused differs from candle-nn by {worst:e} relative");
+    }
+
+    /// Every way `FusedConv::run` cuts the work (images side by side, blocks
+    /// of output channels, blocks of pixels, one block), with im2col (3x3,
+    /// stride 2), a residual, a pre-activation over a channel prefix, and a
+    /// write into a wider buffer, at 1, 2 and 4 threads and batches of 1
+    /// and 3, against candle-nn's layers.
+    #[test]
+    fn fused_convolutions_match_candle_nn_however_the_work_is_cut() {
+        for threads in [1, 2, 4] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("pool");
+            pool.install(|| {
+                for batch in [1, 3] {
+                    let at = format!("{threads} threads, batch {batch}");
+                    // 3x3, 48 channels out of 20x20 pixels: blocks of pixels.
+                    let (c, bn) = (conv(64, 48, 3, 1, 1, 1), batch_norm(48, 2));
+                    let x = values(&[batch, 64, 20, 20], 3, 1.0, 0.0);
+                    let reference = bn.forward_t(&c.forward(&x).unwrap(), false).unwrap().relu().unwrap();
+                    assert_close(&format!("3x3 + bn + relu, {at}"), &FusedConv::new(&c, Some(&bn), true).unwrap().forward(&x).unwrap(), &reference);
+
+                    // 3x3 stride 2 to 7x7, 96 channels: blocks of channels; residual.
+                    let (c, bn) = (conv(64, 96, 3, 2, 1, 4), batch_norm(96, 5));
+                    let x = values(&[batch, 64, 13, 13], 6, 1.0, 0.0);
+                    let r = values(&[batch, 96, 7, 7], 7, 1.0, 0.0);
+                    let reference = (bn.forward_t(&c.forward(&x).unwrap(), false).unwrap() + &r).unwrap().relu().unwrap();
+                    let fused = FusedConv::new(&c, Some(&bn), true).unwrap().forward_with_residual(&x, &r).unwrap();
+                    assert_close(&format!("3x3 stride 2 + bn + residual + relu, {at}"), &fused, &reference);
+
+                    // 1x1 after relu(norm(.)) over the first 80 of 100 channels.
+                    let (pre, c, bn) = (batch_norm(80, 8), conv(80, 128, 1, 1, 0, 9), batch_norm(128, 10));
+                    let buffer = values(&[batch, 100, 14, 14], 11, 2.0, 0.0);
+                    let prefix = buffer.narrow(1, 0, 80).unwrap();
+                    let activated = pre.forward_t(&prefix.contiguous().unwrap(), false).unwrap().relu().unwrap();
+                    let reference = bn.forward_t(&c.forward(&activated).unwrap(), false).unwrap().relu().unwrap();
+                    let fused = FusedConv::new(&c, Some(&bn), true).unwrap().with_pre_activation(ChannelAffine::from_batch_norm(&pre, true).unwrap()).unwrap();
+                    assert_close(&format!("relu(norm) + 1x1 + bn + relu on a channel prefix, {at}"), &fused.forward(&prefix).unwrap(), &reference);
+
+                    // 3x3 written into channels 96..128 of a 160-channel buffer.
+                    let c = conv(128, 32, 3, 1, 1, 12);
+                    let x = values(&[batch, 128, 14, 14], 13, 1.0, 0.0);
+                    let dst = values(&[batch, 160, 14, 14], 14, 1.0, 0.0);
+                    let before = dst.copy().unwrap();
+                    FusedConv::new(&c, None, false).unwrap().forward_into(&x, &dst, 96).unwrap();
+                    let reference = Tensor::cat(&[before.narrow(1, 0, 96).unwrap(), c.forward(&x).unwrap(), before.narrow(1, 128, 32).unwrap()], 1).unwrap();
+                    assert_close(&format!("3x3 into a buffer at channel 96, {at}"), &dst, &reference);
+                    assert!(FusedConv::new(&c, None, false).unwrap().forward_into(&x, &dst, 140).is_err(), "a write past the buffer's channels is refused");
+                }
+            });
+        }
     }
 }
