@@ -241,6 +241,21 @@ impl FusedConv {
                 }
                 return;
             }
+            let by_rows = self.c_out >= pixels;
+            if !direct && blocks > 1 && !by_rows {
+                // Each thread gathers just the patches of its own columns:
+                // no separate im2col pass (and hand-off) before the GEMMs.
+                let step = pixels.div_ceil(blocks).next_multiple_of(16);
+                (0..pixels.div_ceil(step)).into_par_iter().for_each(|i| {
+                    let cols = i * step..((i + 1) * step).min(pixels);
+                    with_block_input(k * cols.len(), |rhs| {
+                        self.im2col_range(image, h, w, ow, cols.clone(), rhs);
+                        // SAFETY: as above; `rhs` is `k x cols.len()`.
+                        unsafe { self.block(dst, rhs.as_ptr(), cols.len(), residual, k, pixels, 0..self.c_out, cols) }
+                    })
+                });
+                return;
+            }
             let rhs: &[f32] = if direct {
                 image
             } else {
@@ -258,7 +273,7 @@ impl FusedConv {
             } else {
                 // Cut along the longer side, so that what each thread packs
                 // twice (the other operand) is the smaller one.
-                let (long, by_rows) = if self.c_out >= pixels { (self.c_out, true) } else { (pixels, false) };
+                let long = if by_rows { self.c_out } else { pixels };
                 let step = long.div_ceil(blocks).next_multiple_of(16);
                 (0..long.div_ceil(step)).into_par_iter().for_each(|i| {
                     let part = i * step..((i + 1) * step).min(long);
@@ -341,43 +356,65 @@ impl FusedConv {
     /// One image's patches as `(c_in * kernel * kernel, oh * ow)`, rows in
     /// the weights' order, zeros where the window leaves the image.
     fn im2col(&self, image: &[f32], h: usize, w: usize, (oh, ow): (usize, usize), columns: &mut [f32], parallel: bool) {
-        let (kernel, stride, padding) = (self.kernel, self.stride, self.padding);
+        let kk = self.kernel * self.kernel;
         let pixels = oh * ow;
         let channel = |(ch, rows): (usize, &mut [f32])| {
             let plane = &image[ch * h * w..(ch + 1) * h * w];
-            for ky in 0..kernel {
-                for kx in 0..kernel {
-                    let row = &mut rows[(ky * kernel + kx) * pixels..][..pixels];
-                    for oy in 0..oh {
-                        let dst = &mut row[oy * ow..(oy + 1) * ow];
-                        let iy = (oy * stride + ky) as isize - padding as isize;
-                        if iy < 0 || iy >= h as isize {
-                            dst.fill(0.0);
-                            continue;
-                        }
-                        let src = &plane[iy as usize * w..(iy as usize + 1) * w];
-                        if stride == 1 {
-                            // ix = ox + kx - padding: one shifted copy, zeros at the edges.
-                            let shift = kx as isize - padding as isize;
-                            let first = (-shift).max(0) as usize;
-                            let last = ((w as isize - shift).min(ow as isize)).max(first as isize) as usize;
-                            dst[..first].fill(0.0);
-                            dst[first..last].copy_from_slice(&src[(first as isize + shift) as usize..(last as isize + shift) as usize]);
-                            dst[last..].fill(0.0);
-                        } else {
-                            for (ox, d) in dst.iter_mut().enumerate() {
-                                let ix = (ox * stride + kx) as isize - padding as isize;
-                                *d = if ix < 0 || ix >= w as isize { 0.0 } else { src[ix as usize] };
-                            }
-                        }
-                    }
+            for (tap, row) in rows.chunks_mut(pixels).enumerate() {
+                for (oy, dst) in row.chunks_mut(ow).enumerate() {
+                    self.patch_segment(plane, (h, w), tap, oy, 0..ow, dst);
                 }
             }
         };
         if parallel {
-            columns.par_chunks_mut(kernel * kernel * pixels).enumerate().for_each(channel);
+            columns.par_chunks_mut(kk * pixels).enumerate().for_each(channel);
         } else {
-            columns.chunks_mut(kernel * kernel * pixels).enumerate().for_each(channel);
+            columns.chunks_mut(kk * pixels).enumerate().for_each(channel);
+        }
+    }
+
+    /// The columns `pixels` (flattened output positions) of one image's
+    /// patches, as `(c_in * kernel * kernel, pixels.len())`: what one
+    /// thread's block of a convolution multiplies.
+    fn im2col_range(&self, image: &[f32], h: usize, w: usize, ow: usize, pixels: std::ops::Range<usize>, columns: &mut [f32]) {
+        let width = pixels.len();
+        for (r, row) in columns.chunks_mut(width).enumerate() {
+            let (ch, tap) = (r / (self.kernel * self.kernel), r % (self.kernel * self.kernel));
+            let plane = &image[ch * h * w..(ch + 1) * h * w];
+            for oy in pixels.start / ow..pixels.end.div_ceil(ow) {
+                let xs = pixels.start.max(oy * ow) - oy * ow..pixels.end.min((oy + 1) * ow) - oy * ow;
+                let at = oy * ow + xs.start - pixels.start;
+                self.patch_segment(plane, (h, w), tap, oy, xs.clone(), &mut row[at..at + xs.len()]);
+            }
+        }
+    }
+
+    /// The input values kernel tap `tap` (`ky * kernel + kx`) of one
+    /// channel `plane` contributes to output row `oy`, columns `xs`; zeros
+    /// where the window leaves the image.
+    fn patch_segment(&self, plane: &[f32], (h, w): (usize, usize), tap: usize, oy: usize, xs: std::ops::Range<usize>, dst: &mut [f32]) {
+        let (ky, kx) = (tap / self.kernel, tap % self.kernel);
+        let (stride, padding) = (self.stride, self.padding as isize);
+        let iy = (oy * stride + ky) as isize - padding;
+        if iy < 0 || iy >= h as isize {
+            dst.fill(0.0);
+            return;
+        }
+        let src = &plane[iy as usize * w..(iy as usize + 1) * w];
+        if stride == 1 {
+            // ix = ox + kx - padding: one shifted copy, zeros at the edges.
+            let shift = kx as isize - padding;
+            let first = (xs.start as isize).max(-shift) as usize;
+            let last = ((w as isize - shift).min(xs.end as isize)).max(first as isize) as usize;
+            let (first, last) = (first.min(xs.end), last.min(xs.end));
+            dst[..first - xs.start].fill(0.0);
+            dst[first - xs.start..last - xs.start].copy_from_slice(&src[(first as isize + shift) as usize..(last as isize + shift) as usize]);
+            dst[last - xs.start..].fill(0.0);
+        } else {
+            for (ox, d) in xs.zip(dst.iter_mut()) {
+                let ix = (ox * stride + kx) as isize - padding;
+                *d = if ix < 0 || ix >= w as isize { 0.0 } else { src[ix as usize] };
+            }
         }
     }
 }
@@ -410,20 +447,37 @@ fn with_columns<R>(f: impl FnOnce(&mut Vec<f32>) -> R) -> R {
 }
 
 thread_local! {
-    /// Each thread's pre-activated input columns (see
-    /// [`FusedConv::with_pre_activation`]), kept like [`COLUMNS`].
-    static PRE_ACTIVATED: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+    /// Each thread's input columns for its own block (pre-activated, see
+    /// [`FusedConv::with_pre_activation`], or gathered patches), kept like
+    /// [`COLUMNS`].
+    static BLOCK_INPUT: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Runs `f` on this thread's block-input buffer, `len` values long, whose
+/// contents `f` writes first.
+fn with_block_input<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    let mut buffer = BLOCK_INPUT.take();
+    if buffer.len() < len {
+        buffer.resize(len, 0.0);
+    }
+    let result = f(&mut buffer[..len]);
+    BLOCK_INPUT.set(buffer);
+    result
 }
 
 /// Runs `f` on `relu(pre(image))[.., cols]` as a `channels x cols.len()`
-/// matrix in this thread's buffer.
+/// matrix in this thread's block-input buffer.
 fn with_pre_activated<R>(pre: &ChannelAffine, image: &[f32], pixels: usize, cols: std::ops::Range<usize>, f: impl FnOnce(&[f32]) -> R) -> R {
-    let mut buffer = PRE_ACTIVATED.take();
     let (channels, width) = (pre.scale.len(), cols.len());
-    if buffer.len() < channels * width {
-        buffer.resize(channels * width, 0.0);
-    }
-    for (ch, dst) in buffer[..channels * width].chunks_mut(width).enumerate() {
+    with_block_input(channels * width, |buffer| {
+        fill_pre_activated(pre, image, pixels, cols, buffer);
+        f(buffer)
+    })
+}
+
+fn fill_pre_activated(pre: &ChannelAffine, image: &[f32], pixels: usize, cols: std::ops::Range<usize>, buffer: &mut [f32]) {
+    let width = cols.len();
+    for (ch, dst) in buffer.chunks_mut(width).enumerate() {
         let src = &image[ch * pixels + cols.start..][..width];
         let (s, t) = (pre.scale[ch], pre.shift[ch]);
         if pre.relu {
@@ -432,9 +486,6 @@ fn with_pre_activated<R>(pre: &ChannelAffine, image: &[f32], pixels: usize, cols
             dst.iter_mut().zip(src).for_each(|(d, &x)| *d = x * s + t);
         }
     }
-    let result = f(&buffer[..channels * width]);
-    PRE_ACTIVATED.set(buffer);
-    result
 }
 
 /// The output buffer, written by several threads at disjoint places.
