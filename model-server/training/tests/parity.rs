@@ -74,6 +74,18 @@ fn flat(t: &Tensor) -> Vec<f32> {
     t.flatten_all().expect("flatten").to_vec1().expect("vec")
 }
 
+/// A fixture's logits (rows of a batch), flattened.
+fn logit_rows(rows: &Value) -> Vec<f64> {
+    rows.as_array().expect("logits").iter().flat_map(|r| r.as_array().expect("row").iter().map(|v| v.as_f64().expect("v"))).collect()
+}
+
+/// The largest difference between `actual` and `reference`, relative to the
+/// largest reference magnitude.
+fn largest_gap(actual: impl IntoIterator<Item = f64>, reference: &[f64]) -> f64 {
+    let scale = reference.iter().fold(0f64, |m, v| m.max(v.abs()));
+    actual.into_iter().zip(reference).map(|(a, e)| (a - e).abs() / scale).fold(0f64, f64::max)
+}
+
 /// Compares sampled values; returns the largest difference relative to
 /// the largest expected magnitude.
 fn compare(what: &str, actual: &[f32], expected: &Value, relative: f64) -> f64 {
@@ -96,19 +108,15 @@ fn one_step(model: &Model, x: &Tensor, criterion: &Criterion, targets: &Tensor, 
     let frozen = model.network.units() - 2;
     let boundary = model.network.forward_units(x, 0..frozen, false).expect("frozen").detach();
     let out = logits(model, &boundary, frozen, true, 0.0, &mut rng).expect("forward");
-    let expected_logits: Vec<f64> =
-        fixture["logits"].as_array().expect("logits").iter().flat_map(|r| r.as_array().expect("row").iter().map(|v| v.as_f64().expect("v"))).collect();
-    let scale = expected_logits.iter().fold(0f64, |m, v| m.max(v.abs()));
-    let worst = flat(&out).iter().zip(&expected_logits).map(|(&a, &e)| (a as f64 - e).abs() / scale).fold(0f64, f64::max);
+    let expected_logits = logit_rows(&fixture["logits"]);
+    let ours: Vec<f64> = flat(&out).iter().map(|&v| v as f64).collect();
+    let worst = largest_gap(ours.iter().copied(), &expected_logits);
     println!("logits: {worst:.2e} relative");
     // The exact answer (PyTorch in float64), for scale: how far each float32
     // implementation's rounding lands from it.
-    if let Some(exact) = fixture["logits_float64"].as_array() {
-        let exact: Vec<f64> = exact.iter().flat_map(|r| r.as_array().expect("row").iter().map(|v| v.as_f64().expect("v"))).collect();
-        let scale = exact.iter().fold(0f64, |m, v| m.max(v.abs()));
-        let gap = |values: &mut dyn Iterator<Item = f64>| values.zip(&exact).map(|(a, e)| (a - e).abs() / scale).fold(0f64, f64::max);
-        let ours = gap(&mut flat(&out).iter().map(|&v| v as f64));
-        let pytorch = gap(&mut expected_logits.iter().copied());
+    if fixture.get("logits_float64").is_some() {
+        let exact = logit_rows(&fixture["logits_float64"]);
+        let (ours, pytorch) = (largest_gap(ours.iter().copied(), &exact), largest_gap(expected_logits.iter().copied(), &exact));
         println!("logits against float64: ours {ours:.2e}, PyTorch float32 {pytorch:.2e} relative");
     }
     assert!(worst < 1e-3, "logits differ by {worst:e}");

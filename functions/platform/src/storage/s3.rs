@@ -330,8 +330,7 @@ impl ObjectStore {
         Ok(())
     }
 
-    /// A URL that lets a client read one object.
-    /// A URL valid for `expires_in`; one signed in the last
+    /// A URL that lets a client read one object for `expires_in`; one signed in the last
     /// [`PRESIGNED_GET_REUSE`] for the same key and validity is handed out
     /// again when that validity is at least ten times the reuse window.
     pub async fn presign_get(&self, key: &ObjectKey, expires_in: Duration) -> Result<PresignedUrl, S3Error> {

@@ -59,6 +59,17 @@ impl ChannelAffine {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         x.apply_op1_no_bwd(self)
     }
+
+    /// `src * scale + shift` of channel `ch`, then ReLU if asked, into
+    /// `dst` through `write` (plain values or not yet initialised ones).
+    fn apply_plane<T>(&self, ch: usize, src: &[f32], dst: &mut [T], write: impl Fn(&mut T, f32)) {
+        let (s, t) = (self.scale[ch], self.shift[ch]);
+        if self.relu {
+            dst.iter_mut().zip(src).for_each(|(d, &x)| write(d, (x * s + t).max(0.0)));
+        } else {
+            dst.iter_mut().zip(src).for_each(|(d, &x)| write(d, x * s + t));
+        }
+    }
 }
 
 impl CustomOp1 for ChannelAffine {
@@ -83,12 +94,7 @@ impl CustomOp1 for ChannelAffine {
         out.spare_capacity_mut()[..b * c * plane].par_chunks_mut(plane).enumerate().for_each(|(i, dst)| {
             let (n, ch) = (i / c, i % c);
             let src = &input[start + n * stride[0] + ch * stride[1]..][..plane];
-            let (s, t) = (self.scale[ch], self.shift[ch]);
-            if self.relu {
-                dst.iter_mut().zip(src).for_each(|(d, &x)| _ = d.write((x * s + t).max(0.0)));
-            } else {
-                dst.iter_mut().zip(src).for_each(|(d, &x)| _ = d.write(x * s + t));
-            }
+            self.apply_plane(ch, src, dst, |d, v| _ = d.write(v));
         });
         // SAFETY: every value was written above.
         unsafe { out.set_len(b * c * plane) };
@@ -222,34 +228,21 @@ impl FusedConv {
         let one_image = |n: usize, columns: &mut Vec<f32>| {
             let image = &input[start + n * stride[0]..][..c * h * w];
             let residual = residual.map(|r| &r[n * per_image..(n + 1) * per_image]);
-            // SAFETY: image `n`'s `c_out x pixels` output lies inside `out`'s
-            // capacity, and the blocks below cover it without overlapping.
+            // SAFETY: image `n`'s `c_out x pixels` output lies inside the
+            // output (the caller's contract), and the blocks below cover it
+            // without overlapping.
             let dst = SharedOut(unsafe { out_ptr.at(n * image_stride) });
-            if let Some(pre) = &self.pre {
-                // Cut along the columns: each block normalises its own.
-                let run = |cols: std::ops::Range<usize>| {
-                    with_pre_activated(pre, image, pixels, cols.clone(), |rhs| {
-                        // SAFETY: as above; `rhs` is `k x cols.len()`.
-                        unsafe { self.block(dst, rhs.as_ptr(), cols.len(), residual, k, pixels, 0..self.c_out, cols) }
-                    })
-                };
-                if blocks == 1 {
-                    run(0..pixels);
-                } else {
-                    let step = pixels.div_ceil(blocks).next_multiple_of(16);
-                    (0..pixels.div_ceil(step)).into_par_iter().for_each(|i| run(i * step..((i + 1) * step).min(pixels)));
-                }
-                return;
-            }
             let by_rows = self.c_out >= pixels;
-            if !direct && blocks > 1 && !by_rows {
-                // Each thread gathers just the patches of its own columns:
-                // no separate im2col pass (and hand-off) before the GEMMs.
-                let step = pixels.div_ceil(blocks).next_multiple_of(16);
-                (0..pixels.div_ceil(step)).into_par_iter().for_each(|i| {
-                    let cols = i * step..((i + 1) * step).min(pixels);
+            if self.pre.is_some() || (!direct && blocks > 1 && !by_rows) {
+                // Cut along the columns, each thread building its own
+                // block's input (the pre-activation, or just its patches):
+                // no separate pass (and hand-off) before the GEMMs.
+                for_each_block(pixels, blocks, |cols| {
                     with_block_input(k * cols.len(), |rhs| {
-                        self.im2col_range(image, h, w, ow, cols.clone(), rhs);
+                        match &self.pre {
+                            Some(pre) => fill_pre_activated(pre, image, pixels, cols.clone(), rhs),
+                            None => self.im2col_range(image, h, w, ow, cols.clone(), rhs),
+                        }
                         // SAFETY: as above; `rhs` is `k x cols.len()`.
                         unsafe { self.block(dst, rhs.as_ptr(), cols.len(), residual, k, pixels, 0..self.c_out, cols) }
                     })
@@ -268,20 +261,13 @@ impl FusedConv {
                 self.im2col(image, h, w, (oh, ow), columns, !by_image);
                 columns
             };
-            if blocks == 1 {
-                unsafe { self.block(dst, rhs.as_ptr(), pixels, residual, k, pixels, 0..self.c_out, 0..pixels) };
-            } else {
-                // Cut along the longer side, so that what each thread packs
-                // twice (the other operand) is the smaller one.
-                let long = if by_rows { self.c_out } else { pixels };
-                let step = long.div_ceil(blocks).next_multiple_of(16);
-                (0..long.div_ceil(step)).into_par_iter().for_each(|i| {
-                    let part = i * step..((i + 1) * step).min(long);
-                    let (rows, cols) = if by_rows { (part, 0..pixels) } else { (0..self.c_out, part) };
-                    // SAFETY: as above; blocks differ in rows or in columns.
-                    unsafe { self.block(dst, rhs[cols.start..].as_ptr(), pixels, residual, k, pixels, rows, cols) };
-                });
-            }
+            // Cut along the longer side, so that what each thread packs
+            // twice (the other operand) is the smaller one.
+            for_each_block(if by_rows { self.c_out } else { pixels }, blocks, |part| {
+                let (rows, cols) = if by_rows { (part, 0..pixels) } else { (0..self.c_out, part) };
+                // SAFETY: as above; blocks differ in rows or in columns.
+                unsafe { self.block(dst, rhs[cols.start..].as_ptr(), pixels, residual, k, pixels, rows, cols) };
+            });
         };
         if by_image {
             (0..b).into_par_iter().for_each(|n| with_columns(|columns| one_image(n, columns)));
@@ -465,27 +451,20 @@ fn with_block_input<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     result
 }
 
-/// Runs `f` on `relu(pre(image))[.., cols]` as a `channels x cols.len()`
-/// matrix in this thread's block-input buffer.
-fn with_pre_activated<R>(pre: &ChannelAffine, image: &[f32], pixels: usize, cols: std::ops::Range<usize>, f: impl FnOnce(&[f32]) -> R) -> R {
-    let (channels, width) = (pre.scale.len(), cols.len());
-    with_block_input(channels * width, |buffer| {
-        fill_pre_activated(pre, image, pixels, cols, buffer);
-        f(buffer)
-    })
-}
-
+/// `pre(image)[.., cols]` as a `channels x cols.len()` matrix in `buffer`.
 fn fill_pre_activated(pre: &ChannelAffine, image: &[f32], pixels: usize, cols: std::ops::Range<usize>, buffer: &mut [f32]) {
     let width = cols.len();
     for (ch, dst) in buffer.chunks_mut(width).enumerate() {
-        let src = &image[ch * pixels + cols.start..][..width];
-        let (s, t) = (pre.scale[ch], pre.shift[ch]);
-        if pre.relu {
-            dst.iter_mut().zip(src).for_each(|(d, &x)| *d = (x * s + t).max(0.0));
-        } else {
-            dst.iter_mut().zip(src).for_each(|(d, &x)| *d = x * s + t);
-        }
+        pre.apply_plane(ch, &image[ch * pixels + cols.start..][..width], dst, |d, v| *d = v);
     }
+}
+
+/// Runs `f` in parallel on `0..len` cut into at most `blocks` ranges, each
+/// a multiple of 16 long but the last (whole micro-kernel panels for the
+/// GEMM); one range, run in place, when `blocks` is 1.
+fn for_each_block(len: usize, blocks: usize, f: impl Fn(std::ops::Range<usize>) + Send + Sync) {
+    let step = len.div_ceil(blocks).next_multiple_of(16).max(16);
+    (0..len.div_ceil(step)).into_par_iter().for_each(|i| f(i * step..((i + 1) * step).min(len)));
 }
 
 /// The output buffer, written by several threads at disjoint places.
