@@ -11,9 +11,15 @@
 //! 4. Reference, same run, same concurrency: DynamoDB `GetItem` of the same
 //!    hot copy straight through the SDK (the API's one backing call on
 //!    this path), so the ratio shows what the API adds on top.
+//! 5. CPU time per request of each process involved (the api, this
+//!    process as the load generator or SDK client, and the DynamoDB server
+//!    when `--dynamodb-pid` is given), read from `/proc` over the timed
+//!    part: on a shared machine latency moves with the neighbours' load,
+//!    CPU time per request much less.
 //!
 //! Run with the stack up: `infra/local/dev.sh up && source .stack/env &&
-//! cargo build --release -p cxr-api && cargo run --release -p cxr-api-load-bench`.
+//! cargo build --release -p cxr-api && cargo run --release -p cxr-api-load-bench
+//! -- --dynamodb-pid $(cat .stack/run/dynamodb.pid)`.
 
 use std::time::{Duration, Instant};
 
@@ -34,6 +40,36 @@ struct Args {
     /// Seconds of load per measurement (after a 2 s warm-up).
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// The local DynamoDB server's process id, to report its CPU time per
+    /// request too (`.stack/run/dynamodb.pid`).
+    #[arg(long)]
+    dynamodb_pid: Option<u32>,
+}
+
+/// A process whose CPU time is counted over a measurement.
+#[derive(Clone)]
+struct Watched {
+    name: &'static str,
+    /// A pid, or `self`.
+    proc_dir: String,
+}
+
+impl Watched {
+    fn new(name: &'static str, pid: Option<u32>) -> Self {
+        Self { name, proc_dir: pid.map_or_else(|| "self".to_owned(), |p| p.to_string()) }
+    }
+
+    /// User plus system CPU time of all its threads so far (`None` where
+    /// `/proc` is not Linux's).
+    fn cpu_time(&self) -> Option<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.proc_dir)).ok()?;
+        // Fields after the parenthesised command name; utime and stime are
+        // the 14th and 15th of the line, in USER_HZ ticks (100 per second
+        // on Linux whatever the kernel's tick rate).
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        Some(Duration::from_millis(ticks * 10))
+    }
 }
 
 const TOKEN: &str = "bench-token-0123456789abcdef";
@@ -43,6 +79,8 @@ struct Measured {
     errors: usize,
     elapsed: Duration,
     latencies: Vec<Duration>,
+    /// CPU time per request of each watched process.
+    cpu_per_request: Vec<(&'static str, Duration)>,
 }
 
 impl Measured {
@@ -69,10 +107,15 @@ impl Measured {
             self.errors
         )
     }
+
+    fn cpu_row(&self, name: &str) -> String {
+        let per = self.cpu_per_request.iter().map(|(process, t)| format!("{process} {:.0} µs", t.as_secs_f64() * 1e6)).collect::<Vec<_>>();
+        format!("| {name} | {} |", per.join(", "))
+    }
 }
 
 /// `connections` workers call `request` back to back for `seconds`.
-async fn closed_loop<F, Fut>(connections: usize, seconds: u64, request: F) -> Measured
+async fn closed_loop<F, Fut>(connections: usize, seconds: u64, watched: &[Watched], request: F) -> Measured
 where
     F: Fn(usize) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = bool> + Send,
@@ -91,6 +134,7 @@ where
         .collect();
     futures::future::join_all(workers).await;
 
+    let cpu_before: Vec<_> = watched.iter().map(Watched::cpu_time).collect();
     let started = Instant::now();
     let until = started + Duration::from_secs(seconds);
     let workers: Vec<_> = (0..connections)
@@ -119,8 +163,10 @@ where
         errors += e;
     }
     let elapsed = started.elapsed();
+    let requests = u32::try_from(latencies.len().max(1)).unwrap_or(u32::MAX);
+    let cpu_per_request = watched.iter().zip(cpu_before).filter_map(|(w, before)| Some((w.name, w.cpu_time()?.saturating_sub(before?) / requests))).collect();
     latencies.sort();
-    Measured { requests: latencies.len(), errors, elapsed, latencies }
+    Measured { requests: latencies.len(), errors, elapsed, latencies, cpu_per_request }
 }
 
 #[tokio::main]
@@ -189,9 +235,12 @@ async fn main() -> anyhow::Result<()> {
     anyhow::ensure!(check.status().is_success(), "GET answered {}", check.status());
     let body = check.text().await?;
     anyhow::ensure!(body.contains("\"status\":\"done\"") && body.contains("heatmap_url"), "unexpected answer: {body}");
+    let dynamodb = args.dynamodb_pid.map(|pid| Watched::new("DynamoDB server", Some(pid)));
     let api_load = {
         let (client, url) = (client.clone(), study_url.clone());
-        closed_loop(args.connections, args.seconds, move |_| {
+        let watched: Vec<_> =
+            [Some(Watched::new("api", api.id())), Some(Watched::new("load generator", None)), dynamodb.clone()].into_iter().flatten().collect();
+        closed_loop(args.connections, args.seconds, &watched, move |_| {
             let request = client.get(&url).bearer_auth(TOKEN).send();
             async move {
                 match request.await {
@@ -207,7 +256,8 @@ async fn main() -> anyhow::Result<()> {
     let reference = {
         let results = results.clone();
         let id = study.id;
-        closed_loop(args.connections, args.seconds, move |_| {
+        let watched: Vec<_> = [Some(Watched::new("SDK client", None)), dynamodb.clone()].into_iter().flatten().collect();
+        closed_loop(args.connections, args.seconds, &watched, move |_| {
             let results = results.clone();
             async move { matches!(results.snapshot(id).await, Ok(Some(_))) }
         })
@@ -222,5 +272,9 @@ async fn main() -> anyhow::Result<()> {
     println!("{}", reference.row("DynamoDB GetItem of the hot copy via the SDK (reference)"));
     println!("{}", api_load.row("GET /v1/studies/{id} (api binary)"));
     println!("\nGET /v1/studies/{{id}} / reference: {:.2}x the requests/s", api_load.rps() / reference.rps());
+    println!("\n| CPU time per request | by process |");
+    println!("|---|---|");
+    println!("{}", reference.cpu_row("DynamoDB GetItem (reference)"));
+    println!("{}", api_load.cpu_row("GET /v1/studies/{id}"));
     Ok(())
 }

@@ -84,6 +84,24 @@ async fn query_pages_through_a_partition_in_order() {
 }
 
 #[tokio::test]
+async fn items_stored_one_attribute_per_field_are_read_and_replaced_by_newer_versions() {
+    let stack = LocalStack::get();
+    let table = stack.fresh_table().await;
+    // As items were written before the `doc` attribute.
+    let legacy = item("STUDY#9", "snapshot", 3, "done");
+    let attributes: std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue> = serde_dynamo::to_item(&legacy).expect("attributes");
+    stack.dynamodb_client().put_item().table_name(table.name()).set_item(Some(attributes)).send().await.expect("raw put");
+    assert_eq!(table.get::<Result_>("STUDY#9", "snapshot").await.expect("get"), Some(legacy.clone()));
+
+    // Conditions compare the same top-level `version` in both layouts.
+    let older = item("STUDY#9", "snapshot", 2, "older");
+    assert!(matches!(table.put_if(&older, PutCondition::AbsentOrOlderThan(2)).await, Err(DynamoError::ConditionFailed)));
+    let newer = item("STUDY#9", "snapshot", 4, "newer");
+    table.put_if(&newer, PutCondition::AbsentOrOlderThan(4)).await.expect("newer replaces");
+    assert_eq!(table.get::<Result_>("STUDY#9", "snapshot").await.expect("get"), Some(newer));
+}
+
+#[tokio::test]
 async fn items_of_the_wrong_shape_are_a_typed_error() {
     let table = LocalStack::get().fresh_table().await;
     #[derive(Serialize)]
