@@ -55,8 +55,12 @@ struct Watched {
 }
 
 impl Watched {
-    fn new(name: &'static str, pid: Option<u32>) -> Self {
-        Self { name, proc_dir: pid.map_or_else(|| "self".to_owned(), |p| p.to_string()) }
+    fn process(name: &'static str, pid: u32) -> Self {
+        Self { name, proc_dir: pid.to_string() }
+    }
+
+    fn this_process(name: &'static str) -> Self {
+        Self { name, proc_dir: "self".to_owned() }
     }
 
     /// User plus system CPU time of all its threads so far (`None` where
@@ -235,11 +239,11 @@ async fn main() -> anyhow::Result<()> {
     anyhow::ensure!(check.status().is_success(), "GET answered {}", check.status());
     let body = check.text().await?;
     anyhow::ensure!(body.contains("\"status\":\"done\"") && body.contains("heatmap_url"), "unexpected answer: {body}");
-    let dynamodb = args.dynamodb_pid.map(|pid| Watched::new("DynamoDB server", Some(pid)));
+    let dynamodb = args.dynamodb_pid.map(|pid| Watched::process("DynamoDB server", pid));
     let api_load = {
         let (client, url) = (client.clone(), study_url.clone());
         let watched: Vec<_> =
-            [Some(Watched::new("api", api.id())), Some(Watched::new("load generator", None)), dynamodb.clone()].into_iter().flatten().collect();
+            [api.id().map(|pid| Watched::process("api", pid)), Some(Watched::this_process("load generator")), dynamodb.clone()].into_iter().flatten().collect();
         closed_loop(args.connections, args.seconds, &watched, move |_| {
             let request = client.get(&url).bearer_auth(TOKEN).send();
             async move {
@@ -256,7 +260,7 @@ async fn main() -> anyhow::Result<()> {
     let reference = {
         let results = results.clone();
         let id = study.id;
-        let watched: Vec<_> = [Some(Watched::new("SDK client", None)), dynamodb.clone()].into_iter().flatten().collect();
+        let watched: Vec<_> = [Some(Watched::this_process("SDK client")), dynamodb.clone()].into_iter().flatten().collect();
         closed_loop(args.connections, args.seconds, &watched, move |_| {
             let results = results.clone();
             async move { matches!(results.snapshot(id).await, Ok(Some(_))) }

@@ -117,17 +117,23 @@ fn key(pk: &str, sk: &str) -> std::collections::HashMap<String, AttributeValue> 
 
 /// An item as stored: keys, `version` if it has one, and `doc`.
 fn encode<T: Serialize>(item: &T) -> Result<std::collections::HashMap<String, AttributeValue>, DynamoError> {
-    let value = serde_json::to_value(item).map_err(|e| DynamoError::Serialization(e.to_string()))?;
-    let field = |name: &str| value.get(name);
-    let text = |name: &str| {
-        field(name).and_then(serde_json::Value::as_str).map(str::to_owned).ok_or_else(|| DynamoError::Serialization(format!("item has no string `{name}`")))
-    };
-    let mut stored = key(&text(PARTITION_KEY)?, &text(SORT_KEY)?);
-    if let Some(version) = field(VERSION) {
+    /// What DynamoDB must see of an item beside its document.
+    #[derive(serde::Deserialize)]
+    struct Attributes {
+        pk: String,
+        sk: String,
+        version: Option<serde_json::Number>,
+    }
+    let invalid = |e: serde_json::Error| DynamoError::Serialization(e.to_string());
+    // Serialised once, as the document; the attributes are read back from it.
+    let document = serde_json::to_string(item).map_err(invalid)?;
+    let attributes: Attributes = serde_json::from_str(&document).map_err(invalid)?;
+    let mut stored = key(&attributes.pk, &attributes.sk);
+    if let Some(version) = attributes.version {
         let version = version.as_u64().ok_or_else(|| DynamoError::Serialization(format!("`{VERSION}` is not a whole number")))?;
         stored.insert(VERSION.to_owned(), AttributeValue::N(version.to_string()));
     }
-    stored.insert(DOCUMENT.to_owned(), AttributeValue::S(value.to_string()));
+    stored.insert(DOCUMENT.to_owned(), AttributeValue::S(document));
     Ok(stored)
 }
 
