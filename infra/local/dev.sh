@@ -65,8 +65,9 @@ CFN_LINT_VERSION=1.58.0
 CFN_LINT_SERVERLESS_VERSION=0.3.6
 CHECKOV_VERSION=3.3.30
 HADOLINT_VERSION=2.15.1
-# Experiment tracking for training runs (`up` only).
-MLFLOW_VERSION=3.18.0
+# Experiment tracking for training runs (`up` only). 3.17.2: 3.18.0 needs
+# mlflow-tracing==3.18.0, which the package index did not have (2026-12-03).
+MLFLOW_VERSION=3.17.2
 DVC_VERSION=3.67.1
 # The DVC pipeline's remote bucket on the S3 stand-in (ml-pipeline/.dvc/config).
 DVC_BUCKET=cxr-dvc
