@@ -346,6 +346,9 @@ test("annotate: draw, edit, relabel and delete a box, and the API holds exactly 
     const a = await annotations();
     return a.length === 1 && a;
   });
+  // [ and ] act on the selected box: wait until the page shows the new box
+  // selected, as a user would (the API has it a moment before the page does).
+  await page.locator(".box-radiologist.selected").waitFor();
   await page.getByTestId("viewport").focus();
   await page.keyboard.press("]");
   const grown = await eventually("grown", async () => {
