@@ -115,6 +115,11 @@ fn key(pk: &str, sk: &str) -> std::collections::HashMap<String, AttributeValue> 
     [(PARTITION_KEY.to_owned(), AttributeValue::S(pk.to_owned())), (SORT_KEY.to_owned(), AttributeValue::S(sk.to_owned()))].into()
 }
 
+/// An item that does not convert to or from what is stored.
+fn invalid(reason: impl std::fmt::Display) -> DynamoError {
+    DynamoError::Serialization(reason.to_string())
+}
+
 /// An item as stored: keys, `version` if it has one, and `doc`.
 fn encode<T: Serialize>(item: &T) -> Result<std::collections::HashMap<String, AttributeValue>, DynamoError> {
     /// What DynamoDB must see of an item beside its document.
@@ -124,13 +129,12 @@ fn encode<T: Serialize>(item: &T) -> Result<std::collections::HashMap<String, At
         sk: String,
         version: Option<serde_json::Number>,
     }
-    let invalid = |e: serde_json::Error| DynamoError::Serialization(e.to_string());
     // Serialised once, as the document; the attributes are read back from it.
     let document = serde_json::to_string(item).map_err(invalid)?;
     let attributes: Attributes = serde_json::from_str(&document).map_err(invalid)?;
     let mut stored = key(&attributes.pk, &attributes.sk);
     if let Some(version) = attributes.version {
-        let version = version.as_u64().ok_or_else(|| DynamoError::Serialization(format!("`{VERSION}` is not a whole number")))?;
+        let version = version.as_u64().ok_or_else(|| invalid(format!("`{VERSION}` is not a whole number")))?;
         stored.insert(VERSION.to_owned(), AttributeValue::N(version.to_string()));
     }
     stored.insert(DOCUMENT.to_owned(), AttributeValue::S(document));
@@ -141,9 +145,9 @@ fn encode<T: Serialize>(item: &T) -> Result<std::collections::HashMap<String, At
 /// field as items were stored before `doc`.
 fn decode<T: DeserializeOwned>(mut stored: std::collections::HashMap<String, AttributeValue>) -> Result<T, DynamoError> {
     match stored.remove(DOCUMENT) {
-        Some(AttributeValue::S(json)) => serde_json::from_str(&json).map_err(|e| DynamoError::Serialization(e.to_string())),
-        Some(_) => Err(DynamoError::Serialization(format!("`{DOCUMENT}` is not a string"))),
-        None => serde_dynamo::from_item(stored).map_err(|e| DynamoError::Serialization(e.to_string())),
+        Some(AttributeValue::S(json)) => serde_json::from_str(&json).map_err(invalid),
+        Some(_) => Err(invalid(format!("`{DOCUMENT}` is not a string"))),
+        None => serde_dynamo::from_item(stored).map_err(invalid),
     }
 }
 
