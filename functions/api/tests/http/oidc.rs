@@ -3,10 +3,8 @@
 //! JWKS, issuer, audience or client_id, expiry). The provider here is a
 //! tiny discovery + JWKS server with a test key (tests/fixtures).
 
-mod common;
-
+use crate::common::{ALICE, call, start_with};
 use axum::routing::get;
-use common::{ALICE, call, start_with};
 use cxr_api::oidc::OidcSettings;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::Method;

@@ -1,6 +1,5 @@
 //! The API on a random port against the local stack (PostgreSQL, S3,
 //! DynamoDB) and, where a test needs one, the real model server.
-#![allow(dead_code)]
 
 use cxr_api::app::{AppState, router};
 use cxr_api::config::ApiSettings;

@@ -2,11 +2,9 @@
 //! label sets, and the priority worklist, through the API on a random port
 //! against the local stack.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{ALICE, BOB, call, start, start_with};
+use crate::common::{ALICE, BOB, call, start, start_with};
 use cxr_api::app::AppState;
 use cxr_platform::domain::{Owner, Sha256Digest, StudyId};
 use cxr_platform::storage::postgres::studies::{FindingSource, ImageFacts, NewFinding, NewInferenceRun, NewStudy, StudyRecord};

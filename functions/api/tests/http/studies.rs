@@ -1,9 +1,7 @@
 //! Studies, uploads, listing and annotations through the API on a random
 //! port, against the local stack.
 
-mod common;
-
-use common::{ALICE, BOB, call, start};
+use crate::common::{ALICE, BOB, call, start};
 use cxr_api::app::{AppState, router};
 use cxr_platform::domain::Owner;
 use serde_json::{Value, json};

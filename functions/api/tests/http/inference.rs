@@ -1,9 +1,7 @@
 //! Predictions, result copies, idempotency, limits and the OpenAPI document,
 //! through the API against the local stack and the real model server.
 
-mod common;
-
-use common::{ALICE, BOB, call, model_server, png, runtime_client, start_with};
+use crate::common::{ALICE, BOB, call, model_server, png, runtime_client, start_with};
 use cxr_api::app::{AppState, router};
 use cxr_platform::storage::results::{ModelRef, ResultStore};
 use cxr_platform::testing::{LocalStack, closed_port};
@@ -56,7 +54,7 @@ async fn predict_records_the_study_answers_findings_and_never_infers_an_image_tw
 
     // The same image again, through an API whose model endpoint is down:
     // answered from the result cache.
-    let mut settings = common::settings();
+    let mut settings = crate::common::settings();
     settings.inference.model = Some(ModelRef { name: "densenet121-xrv-generated".into(), version: "0".into() });
     let down =
         AppState::new(state.db.clone(), state.images.clone(), state.results.clone(), runtime_client(&format!("http://127.0.0.1:{}", closed_port())), settings);
