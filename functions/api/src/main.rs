@@ -1,6 +1,9 @@
 use cxr_api::app::{AppState, router};
 use cxr_platform::config::Env;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     cxr_platform::telemetry::init();
