@@ -198,6 +198,12 @@ fn validate_bucket_name(name: &'static str, bucket: &str) -> Result<(), ConfigEr
 #[derive(Clone, Debug)]
 pub struct DynamoSettings {
     pub results_table: String,
+    /// How long one DynamoDB call attempt may take before the SDK gives up
+    /// on it (and retries, up to its standard three attempts). Without it a
+    /// server that accepts the connection and never answers holds the
+    /// caller until Lambda's own timeout; with it the API's reads fall back
+    /// to PostgreSQL within a few seconds.
+    pub attempt_timeout: Duration,
 }
 
 impl DynamoSettings {
@@ -210,7 +216,11 @@ impl DynamoSettings {
                 reason: format!("{results_table:?} is not a valid table name (3-255 of A-Z a-z 0-9 _ - .)"),
             });
         }
-        Ok(Self { results_table })
+        let attempt_timeout = env.seconds_or("DYNAMODB_ATTEMPT_TIMEOUT_SECS", Duration::from_secs(1))?;
+        if attempt_timeout.is_zero() {
+            return Err(ConfigError::Malformed { name: "DYNAMODB_ATTEMPT_TIMEOUT_SECS", reason: "must be more than 0".into() });
+        }
+        Ok(Self { results_table, attempt_timeout })
     }
 }
 
@@ -285,6 +295,10 @@ mod tests {
         assert!(matches!(S3Settings::from_env(&e), Err(ConfigError::Malformed { name: "S3_FORCE_PATH_STYLE", .. })));
         let e = env(&[("DATABASE_URL", "postgres://x@y/z"), ("DATABASE_CONNECT_TIMEOUT_SECS", "-1")]);
         assert!(matches!(PostgresSettings::from_env(&e), Err(ConfigError::Malformed { name: "DATABASE_CONNECT_TIMEOUT_SECS", .. })));
+        for timeout in ["0", "-1", "soon"] {
+            let e = env(&[("RESULTS_TABLE", "results"), ("DYNAMODB_ATTEMPT_TIMEOUT_SECS", timeout)]);
+            assert!(matches!(DynamoSettings::from_env(&e), Err(ConfigError::Malformed { name: "DYNAMODB_ATTEMPT_TIMEOUT_SECS", .. })), "{timeout}");
+        }
     }
 
     #[test]
@@ -295,6 +309,10 @@ mod tests {
         assert!(!format!("{s:?}").contains("hunter2"));
         let d = DocumentDbSettings::from_env(&env(&[("DOCUMENTDB_URI", "mongodb://h:1")])).expect("valid");
         assert_eq!(d.database, "cxr_warehouse");
+        let t = DynamoSettings::from_env(&env(&[("RESULTS_TABLE", "results")])).expect("valid");
+        assert_eq!(t.attempt_timeout, Duration::from_secs(1));
+        let t = DynamoSettings::from_env(&env(&[("RESULTS_TABLE", "results"), ("DYNAMODB_ATTEMPT_TIMEOUT_SECS", "0.25")])).expect("valid");
+        assert_eq!(t.attempt_timeout, Duration::from_millis(250));
     }
 
     #[test]

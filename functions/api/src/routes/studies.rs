@@ -125,8 +125,8 @@ pub async fn create(
 /// One study: status, findings, presigned image and heatmap URLs.
 ///
 /// Finished studies are read from DynamoDB's hot copy; others (and any
-/// finished study whose copy is missing, which is then rewritten) from
-/// PostgreSQL.
+/// finished study whose copy is missing, which is then rewritten, or
+/// unreadable) from PostgreSQL.
 #[utoipa::path(get, path = "/v1/studies/{id}", operation_id = "get_study", tag = "studies",
     params(("id" = String, Path, format = Uuid, description = "Study id")),
     responses(
@@ -136,19 +136,23 @@ pub async fn create(
 pub async fn get(State(state): State<AppState>, Caller(owner): Caller, Path(id): Path<String>) -> Result<Json<StudyView>, ApiError> {
     // A malformed id is as unknown as someone else's.
     let id: StudyId = id.parse().map_err(|_| ApiError::NotFound)?;
-    match state.results.snapshot(id).await {
+    let copy_missing = match state.results.snapshot(id).await {
         Ok(Some(snapshot)) if snapshot.owner == owner => {
             return Ok(Json(study_view(&state, snapshot).await?));
         }
         Ok(Some(_)) => return Err(ApiError::NotFound),
-        Ok(None) => {}
+        Ok(None) => true,
         Err(err) => {
-            tracing::warn!(event = DYNAMODB_DEGRADED, error = %err, "hot copy unreadable; reading PostgreSQL")
+            tracing::warn!(event = DYNAMODB_DEGRADED, error = %err, "hot copy unreadable; reading PostgreSQL");
+            // A DynamoDB that just failed a read would most likely fail
+            // (or time out on) the repair too; the next read repairs it.
+            false
         }
-    }
+    };
     let study = state.db.find_study(&owner, id).await?.ok_or(ApiError::NotFound)?;
     let snapshot = current_snapshot(&state, &study).await?;
-    if snapshot.is_finished()
+    if copy_missing
+        && snapshot.is_finished()
         && let Err(err) = state.results.put_snapshot(&snapshot).await
     {
         tracing::warn!(event = DYNAMODB_DEGRADED, error = %err, study = %id, "hot copy not repaired");

@@ -1,10 +1,14 @@
 //! Predictions, result copies, idempotency, limits and the OpenAPI document,
 //! through the API against the local stack and the real model server.
 
+use std::time::Duration;
+
 use crate::common::{ALICE, BOB, call, model_server, png, runtime_client, start_with};
 use cxr_api::app::{AppState, router};
+use cxr_platform::config::DynamoSettings;
+use cxr_platform::storage::dynamodb::DynamoTable;
 use cxr_platform::storage::results::{ModelRef, ResultStore};
-use cxr_platform::testing::{LocalStack, closed_port};
+use cxr_platform::testing::{LocalStack, closed_port, silent_port};
 use serde_json::{Value, json};
 
 async fn predict(base: &str, token: &str, body: Vec<u8>, key: Option<&str>) -> (u16, reqwest::header::HeaderMap, Value) {
@@ -171,23 +175,26 @@ async fn a_lost_hot_copy_is_rebuilt_from_postgresql_on_read() {
     let id: cxr_platform::domain::StudyId = study["id"].as_str().expect("id").parse().expect("uuid");
     // The copy is lost (as if its write had failed after the commit).
     assert!(state.results.snapshot(id).await.expect("read").is_some());
-    let deleted = cxr_platform::storage::dynamodb::DynamoTable::from_client(LocalStack::get().dynamodb_client(), results_table(&state))
-        .delete(&format!("study#{id}"), "snapshot")
-        .await
-        .expect("delete");
+    let deleted =
+        DynamoTable::from_client(LocalStack::get().dynamodb_client(), results_table(&state)).delete(&format!("study#{id}"), "snapshot").await.expect("delete");
     assert!(deleted);
     let (status, read) = call(reqwest::Method::GET, &format!("{base}/v1/studies/{id}"), Some(ALICE), None).await;
     assert_eq!((status, &read["findings"]), (200, &study["findings"]));
     assert!(state.results.snapshot(id).await.expect("read").is_some(), "rewritten by the read");
 
     // With DynamoDB gone altogether, reads still answer from PostgreSQL.
-    let missing = ResultStore::new(cxr_platform::storage::dynamodb::DynamoTable::from_client(
-        LocalStack::get().dynamodb_client(),
-        cxr_platform::testing::unique_name("missing"),
-    ));
+    let missing = ResultStore::new(DynamoTable::from_client(LocalStack::get().dynamodb_client(), cxr_platform::testing::unique_name("missing")));
     let degraded = AppState { results: missing, ..state.clone() };
     let degraded_base = serve(degraded).await;
     let (status, read) = call(reqwest::Method::GET, &format!("{degraded_base}/v1/studies/{id}"), Some(ALICE), None).await;
+    assert_eq!((status, &read["findings"]), (200, &study["findings"]));
+
+    // With DynamoDB accepting connections and never answering, likewise
+    // (after the attempt timeouts, not after the caller gives up).
+    let settings = DynamoSettings { results_table: results_table(&state), attempt_timeout: Duration::from_millis(200) };
+    let hung = ResultStore::new(DynamoTable::new(&LocalStack::get().sdk_config_at(&format!("http://127.0.0.1:{}", silent_port())), &settings));
+    let hung_base = serve(AppState { results: hung, ..state.clone() }).await;
+    let (status, read) = call(reqwest::Method::GET, &format!("{hung_base}/v1/studies/{id}"), Some(ALICE), None).await;
     assert_eq!((status, &read["findings"]), (200, &study["findings"]));
 }
 

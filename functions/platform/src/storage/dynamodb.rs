@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use aws_config::SdkConfig;
 use aws_sdk_dynamodb::config::http::HttpResponse;
+use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ReturnValue, ScalarAttributeType, TableStatus};
 use base64::Engine as _;
@@ -153,7 +154,9 @@ fn decode<T: DeserializeOwned>(mut stored: std::collections::HashMap<String, Att
 
 impl DynamoTable {
     pub fn new(sdk: &SdkConfig, settings: &DynamoSettings) -> Self {
-        Self::from_client(aws_sdk_dynamodb::Client::new(sdk), settings.results_table.clone())
+        let timeouts = TimeoutConfig::builder().operation_attempt_timeout(settings.attempt_timeout).build();
+        let config = aws_sdk_dynamodb::config::Builder::from(sdk).timeout_config(timeouts).build();
+        Self::from_client(aws_sdk_dynamodb::Client::from_conf(config), settings.results_table.clone())
     }
 
     pub fn from_client(client: aws_sdk_dynamodb::Client, name: impl Into<String>) -> Self {

@@ -23,7 +23,7 @@ pub use crash::{job_checkpoint, kill_at_checkpoint};
 pub use fixtures::{TINY_PNG, identifiable_dicom, identifiable_dicom_image, png_with_text};
 pub use http::{call, serve};
 pub use seed::{seed, table_fingerprint};
-pub use stack::{LocalStack, closed_port};
+pub use stack::{LocalStack, closed_port, silent_port};
 
 /// `prefix` plus 16 random hex digits: valid as a database, bucket (after
 /// `_` -> `-`) and table name.

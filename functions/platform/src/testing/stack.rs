@@ -194,6 +194,19 @@ pub fn closed_port() -> u16 {
     port
 }
 
+/// An address that accepts connections and never answers: for "server
+/// hangs" tests. The listener and what it accepted live as long as the
+/// process.
+pub fn silent_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    let port = listener.local_addr().expect("local address").port();
+    std::thread::spawn(move || {
+        let held: Vec<_> = listener.incoming().map_while(Result::ok).collect();
+        drop(held);
+    });
+    port
+}
+
 fn read_env_file(path: &std::path::Path) -> Option<HashMap<String, String>> {
     let text = std::fs::read_to_string(path).ok()?;
     Some(

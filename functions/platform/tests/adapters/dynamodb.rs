@@ -1,7 +1,11 @@
 //! The DynamoDB adapter against the local DynamoDB server (dynalite).
 
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::config::retry::RetryConfig;
+use cxr_platform::config::DynamoSettings;
 use cxr_platform::storage::dynamodb::{DynamoError, DynamoTable, PutCondition, QueryOptions};
-use cxr_platform::testing::{LocalStack, closed_port};
+use cxr_platform::testing::{LocalStack, closed_port, silent_port};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -129,4 +133,23 @@ async fn missing_table_and_unreachable_server_are_clear_errors() {
         Err(e @ DynamoError::Unavailable(_)) => assert!(e.to_string().contains("unreachable")),
         other => panic!("expected Unavailable, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn a_server_that_never_answers_is_unavailable_after_the_attempt_timeouts() {
+    let stack = LocalStack::get();
+    let settings = DynamoSettings { results_table: "results".into(), attempt_timeout: Duration::from_millis(200) };
+    // Standard retries, as `aws_config::defaults` gives the functions (the
+    // stack's test configuration has none).
+    let sdk = stack.sdk_config_at(&format!("http://127.0.0.1:{}", silent_port())).into_builder().retry_config(RetryConfig::standard()).build();
+    let hung = DynamoTable::new(&sdk, &settings);
+    let started = Instant::now();
+    match hung.get::<Result_>("a", "b").await {
+        Err(e @ DynamoError::Unavailable(_)) => assert!(e.to_string().contains("timeout"), "{e}"),
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    // Three attempts of 200 ms each (timeouts are retried) and the backoff
+    // between them; without the attempt timeout the call never returns.
+    let took = started.elapsed();
+    assert!((Duration::from_millis(600)..Duration::from_secs(10)).contains(&took), "took {took:?}");
 }
