@@ -190,7 +190,8 @@ async fn a_lost_hot_copy_is_rebuilt_from_postgresql_on_read() {
     assert_eq!((status, &read["findings"]), (200, &study["findings"]));
 
     // With DynamoDB accepting connections and never answering, likewise
-    // (after the attempt timeouts, not after the caller gives up).
+    // (after the attempt timeout: this configuration makes one attempt; not
+    // after the caller gives up).
     let settings = DynamoSettings { results_table: results_table(&state), attempt_timeout: Duration::from_millis(200) };
     let hung = ResultStore::new(DynamoTable::new(&LocalStack::get().sdk_config_at(&format!("http://127.0.0.1:{}", silent_port())), &settings));
     let hung_base = serve(AppState { results: hung, ..state.clone() }).await;
