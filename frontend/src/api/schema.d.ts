@@ -97,8 +97,8 @@ export interface paths {
         /**
          * One study: status, findings, presigned image and heatmap URLs.
          * @description Finished studies are read from DynamoDB's hot copy; others (and any
-         *     finished study whose copy is missing, which is then rewritten) from
-         *     PostgreSQL.
+         *     finished study whose copy is missing, which is then rewritten, or
+         *     unreadable) from PostgreSQL.
          */
         get: operations["get_study"];
         put?: never;
