@@ -200,10 +200,8 @@ pub fn closed_port() -> u16 {
 pub fn silent_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
     let port = listener.local_addr().expect("local address").port();
-    std::thread::spawn(move || {
-        let held: Vec<_> = listener.incoming().map_while(Result::ok).collect();
-        drop(held);
-    });
+    // Accepting (and keeping) the connections never ends, so they stay open.
+    std::thread::spawn(move || listener.incoming().map_while(Result::ok).collect::<Vec<_>>());
     port
 }
 
